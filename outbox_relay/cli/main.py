@@ -1,0 +1,117 @@
+"""The ``outbox-relay`` command.
+
+Each subcommand is a small function; configuration comes from the environment (DESIGN.md),
+and a few flags mirror it for convenience. Errors of configuration print one clear line and
+exit 2; anything unexpected exits 1 with the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from outbox_relay import __version__
+from outbox_relay.config import Settings, load_settings
+from outbox_relay.errors import OutboxRelayError
+from outbox_relay.logs import configure_logging
+
+log = structlog.get_logger("outbox_relay.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="outbox-relay",
+        description="Transactional outbox from PostgreSQL to Inngest. "
+        "Configuration comes from the environment; see the README.",
+    )
+    parser.add_argument("--version", action="version", version=f"outbox-relay {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser("migrate", help="apply migrations/ (idempotent, safe from many replicas)")
+
+    relay = commands.add_parser("relay", help="run the relay until SIGTERM/SIGINT")
+    relay.add_argument("--http-port", type=int, help="health/metrics port (OUTBOX_HTTP_PORT)")
+
+    api = commands.add_parser("api", help="run the library write API")
+    api.add_argument("--port", type=int, help="listen port (OUTBOX_API_PORT)")
+
+    status = commands.add_parser("status", help="print the outbox state")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--dead", type=int, default=10, help="recent dead letters to show")
+
+    demo = commands.add_parser("demo", help="the whole system on this machine, for a first look")
+    demo.add_argument("--serve", action="store_true", help="keep running after the walkthrough")
+
+    standin = commands.add_parser(
+        "standin", help="run the Event API stand-in (tests, benchmarks, local development)"
+    )
+    standin.add_argument("--host", default="127.0.0.1")
+    standin.add_argument("--port", type=int, default=8288)
+    standin.add_argument("--control-port", type=int, default=None)
+    standin.add_argument("--keys", default=None, help="comma-separated accepted event keys")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        overrides: dict[str, object] = {}
+        if getattr(args, "http_port", None) is not None:
+            overrides["http_port"] = args.http_port
+        if getattr(args, "port", None) is not None and args.command == "api":
+            overrides["api_port"] = args.port
+        settings = load_settings(**overrides)
+        configure_logging(settings.log_level, settings.log_format, settings.secrets())
+        return asyncio.run(_run(args, settings))
+    except OutboxRelayError as exc:
+        print(f"outbox-relay {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "migrate":
+        from outbox_relay.db.migrate import migrate
+
+        applied = await migrate(settings.require_database_url())
+        print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+        return 0
+    if args.command == "relay":
+        from outbox_relay.relay.service import RelayService
+
+        await RelayService(settings).run(handle_signals=True)
+        return 0
+    if args.command == "api":
+        from outbox_relay.write.api import serve
+
+        await serve(settings.require_database_url(), settings.api_host, settings.api_port)
+        return 0
+    if args.command == "status":
+        from outbox_relay.cli.status import fetch_status, render_status
+
+        report = await fetch_status(settings.require_database_url(), dead_letters=args.dead)
+        print(json.dumps(report, indent=2, default=str) if args.json else render_status(report))
+        return 0
+    if args.command == "demo":
+        from outbox_relay.cli.demo import run_demo
+
+        return await run_demo(settings, serve=args.serve)
+    if args.command == "standin":
+        from outbox_relay.inngest.standin import serve as serve_standin
+
+        keys = [k for k in (args.keys or "").split(",") if k] or None
+        await serve_standin(
+            host=args.host, port=args.port, control_port=args.control_port, keys=keys
+        )
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Configuration from the environment (flags may override a few of these in the CLI).
+
+The variable names in DESIGN.md are a contract; the ``OUTBOX_*`` knobs are ours, with
+defaults that suit a sidecar. Secrets are ``SecretStr`` so they never print by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Final
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from outbox_relay.errors import ConfigurationError
+
+# The key the SDK sends to a dev server when none is configured.
+DEV_SERVER_EVENT_KEY: Final = "NO_EVENT_KEY_SET"
+DEV_SERVER_ORIGIN: Final = "http://127.0.0.1:8288"
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class Settings(BaseSettings):
+    """Every setting of every command; unused ones cost nothing."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    database_url: SecretStr | None = Field(None, validation_alias=_env("DATABASE_URL"))
+
+    inngest_event_api_base_url: str | None = Field(
+        None, validation_alias=_env("INNGEST_EVENT_API_BASE_URL")
+    )
+    inngest_event_key: SecretStr | None = Field(None, validation_alias=_env("INNGEST_EVENT_KEY"))
+    inngest_dev: str | None = Field(None, validation_alias=_env("INNGEST_DEV"))
+
+    qdrant_url: str | None = Field(None, validation_alias=_env("QDRANT_URL"))
+    qdrant_api_key: SecretStr | None = Field(None, validation_alias=_env("QDRANT_API_KEY"))
+    qdrant_path: str = Field("./.outbox-relay/qdrant", validation_alias=_env("QDRANT_PATH"))
+    qdrant_collection: str = Field("tracks", validation_alias=_env("QDRANT_COLLECTION"))
+    qdrant_timeout: float = Field(1.0, gt=0, validation_alias=_env("OUTBOX_QDRANT_TIMEOUT"))
+
+    http_host: str = Field("0.0.0.0", validation_alias=_env("OUTBOX_HTTP_HOST"))
+    http_port: int = Field(9108, ge=0, le=65535, validation_alias=_env("OUTBOX_HTTP_PORT"))
+    admin_token: SecretStr | None = Field(None, validation_alias=_env("OUTBOX_ADMIN_TOKEN"))
+    api_host: str = Field("0.0.0.0", validation_alias=_env("OUTBOX_API_HOST"))
+    api_port: int = Field(8080, ge=0, le=65535, validation_alias=_env("OUTBOX_API_PORT"))
+
+    replica_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}",
+        validation_alias=_env("OUTBOX_REPLICA_ID"),
+    )
+    batch_size: int = Field(500, ge=1, le=5000, validation_alias=_env("OUTBOX_BATCH_SIZE"))
+    poll_interval: float = Field(1.0, gt=0, validation_alias=_env("OUTBOX_POLL_INTERVAL"))
+    lease_seconds: float = Field(30.0, gt=0, validation_alias=_env("OUTBOX_LEASE_SECONDS"))
+    max_attempts: int = Field(5, ge=1, validation_alias=_env("OUTBOX_MAX_ATTEMPTS"))
+    publish_timeout: float = Field(10.0, gt=0, validation_alias=_env("OUTBOX_PUBLISH_TIMEOUT"))
+    backoff_base: float = Field(0.5, gt=0, validation_alias=_env("OUTBOX_BACKOFF_BASE"))
+    backoff_cap: float = Field(30.0, gt=0, validation_alias=_env("OUTBOX_BACKOFF_CAP"))
+    retry_base: float = Field(5.0, gt=0, validation_alias=_env("OUTBOX_RETRY_BASE"))
+    retry_cap: float = Field(600.0, gt=0, validation_alias=_env("OUTBOX_RETRY_CAP"))
+    rate_limit_requests: int = Field(75, ge=1, validation_alias=_env("OUTBOX_RATE_LIMIT_REQUESTS"))
+    rate_limit_window: float = Field(5.0, gt=0, validation_alias=_env("OUTBOX_RATE_LIMIT_WINDOW"))
+    max_request_bytes: int = Field(
+        3 * 1024 * 1024, ge=1024, validation_alias=_env("OUTBOX_MAX_REQUEST_BYTES")
+    )
+    log_level: str = Field("info", validation_alias=_env("OUTBOX_LOG_LEVEL"))
+    log_format: str = Field("auto", validation_alias=_env("OUTBOX_LOG_FORMAT"))
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error", "critical"}:
+            raise ValueError("must be one of debug, info, warning, error, critical")
+        return value.lower()
+
+    @field_validator("log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value.lower() not in {"auto", "json", "console"}:
+            raise ValueError("must be one of auto, json, console")
+        return value.lower()
+
+    # -- derived values --------------------------------------------------------------------
+
+    def require_database_url(self) -> str:
+        if self.database_url is None or not self.database_url.get_secret_value():
+            raise ConfigurationError(
+                "DATABASE_URL is not set: give the PostgreSQL DSN, e.g. "
+                "postgresql://app:secret@db:5432/app"
+            )
+        return self.database_url.get_secret_value()
+
+    @property
+    def dev_mode(self) -> bool:
+        value = (self.inngest_dev or "").strip().lower()
+        return value not in {"", "0", "false", "no", "off"}
+
+    def event_api_origin(self) -> str:
+        """INNGEST_EVENT_API_BASE_URL, else a URL given as INNGEST_DEV, else the dev server."""
+        if self.inngest_event_api_base_url:
+            return self.inngest_event_api_base_url.rstrip("/")
+        dev = (self.inngest_dev or "").strip()
+        if dev.startswith(("http://", "https://")):
+            return dev.rstrip("/")
+        return DEV_SERVER_ORIGIN
+
+    def event_key(self) -> str:
+        if self.inngest_event_key is not None and self.inngest_event_key.get_secret_value():
+            return self.inngest_event_key.get_secret_value()
+        if self.dev_mode:
+            return DEV_SERVER_EVENT_KEY
+        raise ConfigurationError(
+            "INNGEST_EVENT_KEY is not set: give the event key of your Inngest environment, "
+            "or set INNGEST_DEV=1 to use a local dev server"
+        )
+
+    def secrets(self) -> list[str]:
+        """Every secret value configured, for the log redaction safety net."""
+        values = [
+            secret.get_secret_value()
+            for secret in (self.inngest_event_key, self.admin_token, self.qdrant_api_key)
+            if secret is not None and secret.get_secret_value()
+        ]
+        if self.database_url is not None:
+            from urllib.parse import urlsplit
+
+            password = urlsplit(self.database_url.get_secret_value()).password
+            if password:
+                values.append(password)
+        return values
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Reads the environment; turns validation errors into a message naming each variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+            name = alias.choices[0] if isinstance(alias, AliasChoices) else field
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from exc

@@ -1,0 +1,125 @@
+"""Applies the numbered plain-SQL files of ``migrations/`` in order.
+
+Each file runs in its own transaction and is recorded in ``outbox.schema_migrations`` with
+a checksum. A session-level advisory lock serialises concurrent runs, so every replica can run
+``outbox-relay migrate`` at start-up: the first applies, the others wait and find nothing to do.
+Migrations are append-only: editing one that was applied is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import asyncpg
+import structlog
+
+from outbox_relay.errors import MigrationError
+
+log = structlog.get_logger(__name__)
+
+# Arbitrary but fixed: every replica must take the same lock.
+_ADVISORY_LOCK_KEY = 0x6F7574626F78  # "outbox"
+_FILE_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+
+_BOOTSTRAP = """
+CREATE SCHEMA IF NOT EXISTS outbox;
+CREATE TABLE IF NOT EXISTS outbox.schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def migrations_dir() -> Path:
+    """The folder holding the migrations: inside an installed wheel, or the repository's."""
+    packaged = resources.files("outbox_relay") / "_migrations"
+    if packaged.is_dir():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def load_migrations(folder: Path | None = None) -> list[Migration]:
+    """Reads and orders the migration files; refuses gaps, duplicates and stray names."""
+    folder = folder or migrations_dir()
+    if not folder.is_dir():
+        raise MigrationError(f"migrations folder not found: {folder}")
+    found: list[Migration] = []
+    for path in sorted(folder.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if match is None:
+            raise MigrationError(
+                f"{path.name}: migration files are named NNN_lower_snake.sql"
+            )
+        found.append(Migration(int(match[1]), match[2], path.read_text(encoding="utf-8")))
+    for expected, migration in enumerate(found, start=1):
+        if migration.version != expected:
+            raise MigrationError(
+                f"migration {migration.version:03d}_{migration.name}: expected version "
+                f"{expected:03d}; versions must run 001, 002, ... without gaps or repeats"
+            )
+    return found
+
+
+async def migrate(dsn: str, folder: Path | None = None) -> list[str]:
+    """Applies every migration not yet applied; returns the names of those it applied."""
+    migrations = load_migrations(folder)
+    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    try:
+        return await migrate_connection(conn, migrations)
+    finally:
+        await conn.close()
+
+
+async def migrate_connection(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
+    """Like :func:`migrate` on an open connection (left open)."""
+    await conn.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_KEY)
+    try:
+        await conn.execute(_BOOTSTRAP)
+        rows = await conn.fetch("SELECT version, name, checksum FROM outbox.schema_migrations")
+        applied = {row["version"]: row for row in rows}
+        done: list[str] = []
+        for migration in migrations:
+            label = f"{migration.version:03d}_{migration.name}"
+            previous = applied.get(migration.version)
+            if previous is not None:
+                if previous["checksum"] != migration.checksum:
+                    raise MigrationError(
+                        f"migration {label} was changed after it was applied; migrations are "
+                        "append-only: restore the file and add a new migration instead"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO outbox.schema_migrations (version, name, checksum) "
+                    "VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
+            log.info("migration_applied", migration=label)
+            done.append(label)
+        unknown = sorted(set(applied) - {m.version for m in migrations})
+        if unknown:
+            log.warning("migrations_unknown", versions=unknown,
+                        hint="the database is newer than this release of outbox-relay")
+        return done
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)

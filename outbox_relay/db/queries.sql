@@ -1,0 +1,110 @@
+-- Every statement the relay and the tools run, by name. Parsed once by outbox_relay.db.queries.
+-- Parameters are positional ($1, ...) and typed here so asyncpg can prepare each statement once.
+
+-- name: claim
+-- Claims up to $1 claimable rows for claim token $2 (replica $3) for a lease of $4 seconds.
+-- Album rows are fanned out in the same statement: their track rows are inserted already
+-- claimed, and the album row itself is finished (fanned_out, or skipped when it has no
+-- tracks). So a crash at any point leaves either the album pending or its tracks pending.
+WITH picked AS (
+    SELECT id
+    FROM outbox.messages
+    WHERE status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE outbox.messages AS m
+    SET claim_token     = $2::uuid,
+        claimed_by      = $3::text,
+        next_attempt_at = now() + make_interval(secs => $4::float8),
+        status          = CASE
+                              WHEN m.kind = 'track' THEN m.status
+                              WHEN jsonb_array_length(m.tracks) = 0 THEN 'skipped'
+                              ELSE 'fanned_out'
+                          END,
+        skip_reason     = CASE
+                              WHEN m.kind = 'album' AND jsonb_array_length(m.tracks) = 0
+                                  THEN 'no_tracks'
+                          END,
+        processed_at    = CASE WHEN m.kind = 'album' THEN now() END
+    FROM picked
+    WHERE m.id = picked.id
+    RETURNING m.id, m.kind, m.parent_id, m.isrc, m.title, m.artist, m.album, m.artwork_url,
+              m.priority, m.force, m.attempts, m.created_at, m.tracks
+), fanned AS (
+    INSERT INTO outbox.messages AS m
+        (kind, parent_id, isrc, title, artist, album, artwork_url, created_at,
+         claim_token, claimed_by, next_attempt_at)
+    SELECT 'track', c.id, t.track ->> 'isrc', t.track ->> 'title',
+           coalesce(nullif(btrim(t.track ->> 'artist'), ''), c.artist),
+           c.album, c.artwork_url, c.created_at,
+           $2::uuid, $3::text, now() + make_interval(secs => $4::float8)
+    FROM claimed AS c
+    CROSS JOIN LATERAL jsonb_array_elements(c.tracks) WITH ORDINALITY AS t(track, position)
+    WHERE c.kind = 'album'
+    ORDER BY c.id, t.position
+    RETURNING m.id, m.kind, m.parent_id, m.isrc, m.title, m.artist, m.album, m.artwork_url,
+              m.priority, m.force, m.attempts, m.created_at,
+              NULL::integer AS track_count
+)
+SELECT id, kind, parent_id, isrc, title, artist, album, artwork_url, priority, force, attempts,
+       created_at,
+       CASE WHEN kind = 'album' THEN jsonb_array_length(tracks) END AS track_count
+FROM claimed
+UNION ALL
+SELECT * FROM fanned;
+
+-- name: finish
+-- Records the outcome of a claimed batch in one statement. Per row ($2): 'published',
+-- 'skipped', 'failed' (Inngest rejected the event: an attempt is charged and the row is dead
+-- after $8 attempts) or 'released' (an outage: no attempt charged, claimable again at once).
+-- Only rows still holding claim token $1 are touched, so a relay whose lease expired and was
+-- reclaimed by another replica cannot overwrite the newer outcome.
+UPDATE outbox.messages AS m
+SET status          = CASE u.outcome
+                          WHEN 'failed' THEN
+                              CASE WHEN m.attempts + 1 >= $8::int THEN 'dead' ELSE 'pending' END
+                          WHEN 'released' THEN 'pending'
+                          ELSE u.outcome
+                      END,
+    attempts        = m.attempts + (u.outcome = 'failed')::int,
+    next_attempt_at = CASE u.outcome
+                          WHEN 'failed' THEN now() + make_interval(secs => u.retry_in)
+                          WHEN 'released' THEN now()
+                          ELSE m.next_attempt_at
+                      END,
+    processed_at    = CASE
+                          WHEN u.outcome IN ('published', 'skipped') THEN now()
+                          WHEN u.outcome = 'failed' AND m.attempts + 1 >= $8::int THEN now()
+                      END,
+    claim_token     = NULL,
+    event_id        = coalesce(u.event_id, m.event_id),
+    inngest_id      = coalesce(u.inngest_id, m.inngest_id),
+    skip_reason     = u.skip_reason,
+    last_error      = coalesce(u.error, m.last_error)
+FROM unnest($3::bigint[], $2::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $9::float8[])
+         AS u(id, outcome, event_id, inngest_id, skip_reason, error, retry_in)
+WHERE m.id = u.id AND m.claim_token = $1::uuid;
+
+-- name: requeue_dead
+-- Dead rows back to pending with fresh attempts: by id ($1, NULL for any) and/or by an error
+-- substring ($2, NULL for any). Returns the ids requeued.
+UPDATE outbox.messages
+SET status = 'pending', attempts = 0, next_attempt_at = now(), processed_at = NULL,
+    claim_token = NULL
+WHERE status = 'dead'
+  AND ($1::bigint[] IS NULL OR id = ANY ($1::bigint[]))
+  AND ($2::text IS NULL OR last_error ILIKE '%' || $2::text || '%')
+RETURNING id;
+
+-- name: summary
+SELECT status, count, extract(epoch FROM oldest_age)::float8 AS oldest_age_seconds
+FROM outbox.summary;
+
+-- name: recent_dead_letters
+SELECT id, kind, isrc, title, attempts, last_error, processed_at
+FROM outbox.dead_letters
+ORDER BY processed_at DESC NULLS LAST, id DESC
+LIMIT $1;

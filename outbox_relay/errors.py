@@ -1,0 +1,34 @@
+"""The package's exceptions: one root, a few precise subclasses.
+
+Messages say what was wrong and what to do about it.
+"""
+
+
+class OutboxRelayError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigurationError(OutboxRelayError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class MigrationError(OutboxRelayError):
+    """The migrations folder or the applied history is inconsistent."""
+
+
+class EventApiError(OutboxRelayError):
+    """The Event API could not take a request (see the subclasses)."""
+
+
+class EventApiUnavailable(EventApiError):
+    """Inngest is unreachable or overloaded: an outage, never charged to the events."""
+
+    def __init__(self, cause: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(f"Event API unavailable ({cause}): {detail}")
+        self.cause = cause
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class EmbeddedServerError(OutboxRelayError):
+    """A local server (PostgreSQL for the demo and tests) could not be started or stopped."""

@@ -1,0 +1,281 @@
+"""Publishes events to Inngest's Event API (``POST /e/{key}``) over one keep-alive session.
+
+The SDK's ``send()`` hides what reliable delivery needs (status codes, ``Retry-After``, the ids
+of a partial acceptance, its own retries), so this publisher speaks the SDK's wire format
+directly and reports every event's fate:
+
+- a 200 whose id count matches: all accepted;
+- a 400 with the ids of the events accepted before the bad one: those are accepted, the next
+  one is rejected (charged an attempt), the rest are sent again at once;
+- a 4xx that does not point at one event: the request is split in halves until it does;
+- connection errors, timeouts, 5xx, 429, 401/403 and malformed answers: an outage. Nothing more
+  is sent; the unsent events go back to the outbox uncharged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import os
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Final
+
+import aiohttp
+import orjson
+import structlog
+
+from outbox_relay import __version__
+from outbox_relay.domain.events import TrackEvent, encode_batch
+from outbox_relay.errors import EventApiUnavailable
+from outbox_relay.metrics import RelayMetrics
+from outbox_relay.relay.ports import PublishResult
+
+log = structlog.get_logger(__name__)
+
+MAX_EVENTS_PER_REQUEST: Final = 5000
+# 400 messages about the request as a whole: they say nothing about which event is at fault.
+_REQUEST_LEVEL_ERRORS: Final = ("Cannot have more than", "request body", "Request body")
+
+
+class RateLimiter:
+    """At most ``requests`` per sliding ``window`` seconds (Inngest Cloud: 75 per 5 s per key)."""
+
+    def __init__(self, requests: int, window: float) -> None:
+        self._requests = requests
+        self._window = window
+        self._sent: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._sent and now - self._sent[0] >= self._window:
+                    self._sent.popleft()
+                if len(self._sent) < self._requests:
+                    self._sent.append(now)
+                    return
+                await asyncio.sleep(self._window - (now - self._sent[0]))
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent/invalid."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _seed_header() -> str:
+    # Makes the ULIDs Inngest returns deterministic for this request, as the SDK does.
+    return f"{int(time.time() * 1000)},{base64.b64encode(os.urandom(10)).decode()}"
+
+
+class _Accepted:
+    __slots__ = ("ids",)
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+
+
+class _Refused:
+    """A 4xx: ``accepted`` events went through before ``error`` stopped the request."""
+
+    __slots__ = ("accepted", "error", "points_at_event")
+
+    def __init__(self, accepted: list[str], error: str, points_at_event: bool) -> None:
+        self.accepted = accepted
+        self.error = error
+        self.points_at_event = points_at_event
+
+
+class EventApiPublisher:
+    """The real :class:`~outbox_relay.relay.ports.Publisher`."""
+
+    def __init__(
+        self,
+        *,
+        origin: str,
+        event_key: str,
+        timeout: float,
+        metrics: RelayMetrics,
+        max_request_bytes: int = 3 * 1024 * 1024,
+        rate_limit: tuple[int, float] = (75, 5.0),
+    ) -> None:
+        self._url = f"{origin.rstrip('/')}/e/{event_key}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._metrics = metrics
+        self._max_request_bytes = max_request_bytes
+        self._limiter = RateLimiter(*rate_limit)
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"outbox-relay/{__version__}",
+            "x-inngest-sdk": f"outbox-relay:v{__version__}",
+        }
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=16, keepalive_timeout=30),
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- public ------------------------------------------------------------------------------
+
+    async def probe(self) -> None:
+        """An empty array: Inngest answers 200 without storing anything."""
+        response = await self._post(b"[]", expected=1)
+        if isinstance(response, _Refused):
+            raise EventApiUnavailable("4xx", f"probe refused: {response.error}")
+
+    async def publish(self, events: Sequence[TrackEvent]) -> PublishResult:
+        result = PublishResult()
+        pending: deque[list[TrackEvent]] = deque(self._chunks(events))
+        while pending:
+            chunk = pending.popleft()
+            if result.outage is not None:
+                result.unsent.extend(chunk)
+                continue
+            try:
+                response = await self._post(encode_batch(chunk), expected=len(chunk))
+            except EventApiUnavailable as outage:
+                result.outage = outage
+                result.unsent.extend(chunk)
+                continue
+            if isinstance(response, _Accepted):
+                result.accepted.extend(zip(chunk, response.ids, strict=True))
+                continue
+            accepted = len(response.accepted)
+            result.accepted.extend(zip(chunk[:accepted], response.accepted, strict=True))
+            rest = chunk[accepted:]
+            if len(rest) == 1 or (response.points_at_event and rest):
+                result.rejected.append((rest[0], response.error))
+                if len(rest) > 1:
+                    pending.appendleft(rest[1:])
+            elif rest:
+                # Narrow the request down: only the offending events should be charged.
+                middle = len(rest) // 2
+                pending.appendleft(rest[middle:])
+                pending.appendleft(rest[:middle])
+        return result
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _chunks(self, events: Sequence[TrackEvent]) -> list[list[TrackEvent]]:
+        """Requests of at most 5,000 events and at most the request size limit."""
+        chunks: list[list[TrackEvent]] = []
+        current: list[TrackEvent] = []
+        size = 2  # the brackets
+        for event in events:
+            grows = event.size + (1 if current else 0)
+            if current and (
+                len(current) >= MAX_EVENTS_PER_REQUEST or size + grows > self._max_request_bytes
+            ):
+                chunks.append(current)
+                current, size, grows = [], 2, event.size
+            current.append(event)
+            size += grows
+        if current:
+            chunks.append(current)
+        return chunks
+
+    async def _post(self, body: bytes, *, expected: int) -> _Accepted | _Refused:
+        await self._limiter.acquire()
+        headers = {**self._headers, "x-inngest-event-id-seed": _seed_header()}
+        started = time.perf_counter()
+        try:
+            async with self._client().post(
+                self._url, data=body, headers=headers, timeout=self._timeout
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+        except TimeoutError:
+            self._observe("error", started)
+            raise self._failure("timeout", f"no answer within {self._timeout.total} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            self._observe("error", started)
+            # str(exc) of some aiohttp errors holds the URL, and the URL holds the event key.
+            detail = type(exc).__name__ + (f": {exc.strerror}" if isinstance(exc, OSError) else "")
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                detail = f"{type(exc).__name__}: {exc.os_error.strerror or exc.os_error}"
+            raise self._failure("connection", detail) from None
+        self._observe(f"{status // 100}xx", started)
+        return self._interpret(status, raw, retry_after, expected)
+
+    def _interpret(
+        self, status: int, raw: bytes, retry_after: float | None, expected: int
+    ) -> _Accepted | _Refused:
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        snippet = str(error) if error else raw[:200].decode("utf-8", "replace").strip()
+        if status == 200:
+            ids = body.get("ids") if isinstance(body, dict) else None
+            if (
+                isinstance(ids, list)
+                and len(ids) == expected
+                and all(isinstance(i, str) for i in ids)
+                and error is None
+            ):
+                return _Accepted(ids)
+            raise self._failure(
+                "bad_response", f"200 with {len(ids) if isinstance(ids, list) else 'no'} ids "
+                f"for {expected} events: {snippet}"
+            )
+        if status == 429:
+            raise self._failure("429", snippet or "rate limited", retry_after)
+        if status >= 500:
+            raise self._failure("5xx", f"{status}: {snippet}", retry_after)
+        if status in (401, 403):
+            raise self._failure(
+                "auth", f"{status}: {snippet} (check INNGEST_EVENT_KEY)", retry_after
+            )
+        if status == 408:
+            raise self._failure("timeout", f"{status}: {snippet}", retry_after)
+        if 400 <= status < 500:
+            self._metrics.publish_failures.labels(cause="4xx").inc()
+            ids = body.get("ids") if isinstance(body, dict) else None
+            accepted = [i for i in ids if isinstance(i, str) and i] if isinstance(ids, list) else []
+            if len(accepted) >= expected:
+                raise self._failure(
+                    "bad_response", f"{status} claiming {len(accepted)} of {expected} accepted"
+                )
+            message = f"{status}: {snippet}" if snippet else str(status)
+            points_at_event = (
+                isinstance(ids, list)
+                and status == 400
+                and not any(marker in message for marker in _REQUEST_LEVEL_ERRORS)
+            )
+            return _Refused(accepted, message, points_at_event)
+        raise self._failure("bad_response", f"unexpected status {status}: {snippet}")
+
+    def _failure(
+        self, cause: str, detail: str, retry_after: float | None = None
+    ) -> EventApiUnavailable:
+        self._metrics.publish_failures.labels(cause=cause).inc()
+        return EventApiUnavailable(cause, detail, retry_after)
+
+    def _observe(self, status_class: str, started: float) -> None:
+        self._metrics.event_api_request_duration.labels(status_class=status_class).observe(
+            time.perf_counter() - started
+        )

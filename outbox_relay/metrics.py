@@ -1,0 +1,112 @@
+"""Prometheus metrics of the relay (prefix ``outbox_relay_``, base units, bounded labels).
+
+Metrics hang off a registry handed in, so several relays in one test process do not collide;
+the ``relay`` command uses the process-wide default registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from outbox_relay import __version__
+
+_LATENCY_BUCKETS = (
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0, 60.0, 300.0, 3600.0,
+)
+_DURATION_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class RelayMetrics:
+    """Every metric the relay exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, replica_id: str = "") -> None:
+        reg = REGISTRY if registry is None else registry
+        self.registry = reg
+        p = "outbox_relay_"
+        self.events_published = Counter(
+            p + "events_published_total", "Events accepted by the Event API.", registry=reg
+        )
+        self.events_skipped = Counter(
+            p + "events_skipped_total", "Tracks not sent, by reason.", ["reason"], registry=reg
+        )
+        self.publish_failures = Counter(
+            p + "publish_failures_total",
+            "Event API requests that failed, by cause (connection, timeout, 4xx, 5xx, 429, auth, "
+            "bad_response).",
+            ["cause"],
+            registry=reg,
+        )
+        self.events_rejected = Counter(
+            p + "events_rejected_total",
+            "Events Inngest refused; each is charged an attempt.",
+            registry=reg,
+        )
+        self.rows_dead = Counter(
+            p + "rows_dead_total", "Rows that ran out of attempts.", registry=reg
+        )
+        self.rows_released = Counter(
+            p + "rows_released_total",
+            "Claimed rows handed back unsent because of an outage (no attempt charged).",
+            registry=reg,
+        )
+        self.leases_lost = Counter(
+            p + "leases_lost_total",
+            "Rows whose outcome was not recorded because another replica had reclaimed them.",
+            registry=reg,
+        )
+        self.batch_size = Histogram(
+            p + "batch_size", "Rows claimed per batch.", buckets=_SIZE_BUCKETS, registry=reg
+        )
+        self.batch_duration = Histogram(
+            p + "batch_duration_seconds",
+            "From claim to recorded outcome, per batch.",
+            buckets=_DURATION_BUCKETS,
+            registry=reg,
+        )
+        self.commit_to_accepted = Histogram(
+            p + "commit_to_accepted_seconds",
+            "From the outbox row's insert to the Event API's 200, per event.",
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.qdrant_check_duration = Histogram(
+            p + "qdrant_check_duration_seconds",
+            "Duration of the batched existence check.",
+            buckets=_DURATION_BUCKETS,
+            registry=reg,
+        )
+        self.qdrant_errors = Counter(
+            p + "qdrant_errors_total",
+            "Existence checks that failed or timed out (the batch was published anyway).",
+            registry=reg,
+        )
+        self.event_api_request_duration = Histogram(
+            p + "event_api_request_duration_seconds",
+            "Event API requests, by status class (2xx, 4xx, 5xx, error).",
+            ["status_class"],
+            buckets=_DURATION_BUCKETS,
+            registry=reg,
+        )
+        self.wakeups = Counter(
+            p + "wakeups_total",
+            "Loop wake-ups by cause (notify, poll, backlog).",
+            ["cause"],
+            registry=reg,
+        )
+        self.listen_connected = Gauge(
+            p + "listen_connected",
+            "1 while the LISTEN connection is up.",
+            registry=reg,
+        )
+        self.event_api_available = Gauge(
+            p + "event_api_available",
+            "0 while the relay considers the Event API unavailable and waits for a probe.",
+            registry=reg,
+        )
+        self.event_api_available.set(1)
+        self.info = Info(p + "build", "Version and replica id.", registry=reg)
+        self.info.info({"version": __version__, "replica_id": replica_id})

@@ -1,0 +1,91 @@
+"""Keeps a LISTEN connection and turns notifications into wake-ups of the loop.
+
+A notification is a hint, never the only path: the loop also polls. Notifications sent while
+the connection was down are lost, so after every (re)connect the listener wakes the loop once
+to sweep whatever was committed in the meantime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import structlog
+
+from outbox_relay.aio import wait_any, wait_event
+from outbox_relay.backoff import Backoff
+from outbox_relay.metrics import RelayMetrics
+from outbox_relay.relay.store import CONNECTION_ERRORS
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "outbox_relay"
+
+
+class Listener:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        on_notify: asyncio.Event,
+        metrics: RelayMetrics,
+        backoff: Backoff,
+        health_interval: float = 5.0,
+    ) -> None:
+        self._dsn = dsn
+        self._wake = on_notify
+        self._metrics = metrics
+        self._backoff = backoff
+        self._health_interval = health_interval
+        self.notified = False
+        self.connected = asyncio.Event()
+
+    def _on_notification(self, *_: Any) -> None:
+        self.notified = True
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Listens until ``stop`` is set, reconnecting with backoff whenever the link drops."""
+        while not stop.is_set():
+            try:
+                await self._listen_until_lost(stop)
+            except CONNECTION_ERRORS as exc:
+                self._set_down()
+                delay = self._backoff.next_delay()
+                log.warning(
+                    "listen_connection_lost",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=round(delay, 3),
+                )
+                await wait_event(stop, delay)
+
+    async def _listen_until_lost(self, stop: asyncio.Event) -> None:
+        conn: asyncpg.Connection = await asyncpg.connect(
+            self._dsn, timeout=10, server_settings={"application_name": "outbox-relay-listen"}
+        )
+        lost = asyncio.Event()
+        conn.add_termination_listener(lambda _conn: lost.set())
+        try:
+            await conn.add_listener(CHANNEL, self._on_notification)
+            self._backoff.reset()
+            self.connected.set()
+            self._metrics.listen_connected.set(1)
+            log.info("listen_connected", channel=CHANNEL)
+            # Catch up on whatever was committed while we were not listening.
+            self._wake.set()
+            while not stop.is_set() and not lost.is_set():
+                await wait_any(stop, lost, timeout=self._health_interval)
+                if not stop.is_set() and not lost.is_set():
+                    # A half-open TCP connection never reports itself: ask.
+                    await conn.fetchval("SELECT 1", timeout=self._health_interval)
+            if lost.is_set():
+                raise ConnectionResetError("the LISTEN connection was closed by the server")
+        finally:
+            self._set_down()
+            conn.terminate()
+
+    def _set_down(self) -> None:
+        self.connected.clear()
+        self._metrics.listen_connected.set(0)
+

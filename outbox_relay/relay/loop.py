@@ -1,0 +1,429 @@
+"""The relay loop: wait (notify | poll | stop), claim, check, publish, record, repeat.
+
+One batch at a time, and no database transaction open across a call to Qdrant or Inngest:
+the claim is a lease written into the rows. What can go wrong, and what happens:
+
+- Inngest is down (connection, timeout, 5xx, 429, auth): unsent rows go back uncharged and the
+  loop stops claiming until a probe succeeds, backing off with jitter and honouring
+  ``Retry-After``. An outage of any length never makes a dead letter.
+- Inngest rejects an event: that row alone is charged an attempt; after ``max_attempts`` it
+  is dead with its last error. The rest of the batch goes out.
+- Qdrant fails or is slow: the batch is published anyway (fail open).
+- PostgreSQL goes away: the loop reconnects with backoff; the listener re-LISTENs and sweeps.
+- The process dies: its leases expire and another relay claims the rows again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+import asyncpg
+import structlog
+
+from outbox_relay.aio import wait_event
+from outbox_relay.backoff import Backoff
+from outbox_relay.domain.events import TrackEvent, encode_event
+from outbox_relay.domain.isrc import normalise_isrc, point_id
+from outbox_relay.errors import EventApiUnavailable
+from outbox_relay.metrics import RelayMetrics
+from outbox_relay.relay.listener import Listener
+from outbox_relay.relay.ports import IndexChecker, IndexCheckError, Publisher, PublishResult
+from outbox_relay.relay.store import CONNECTION_ERRORS, OutboxStore, Outcomes
+
+log = structlog.get_logger("outbox_relay.relay")
+
+_SKIP_REASONS = frozenset({"missing_isrc", "invalid_isrc"})
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    batch_size: int = 500
+    poll_interval: float = 1.0
+    max_attempts: int = 5
+    # reconnects and Event API probes
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    # the delay before a rejected event is tried again
+    retry_base: float = 5.0
+    retry_cap: float = 600.0
+
+
+@dataclass(slots=True)
+class _Album:
+    title: str
+    total: int = 0
+    scheduled: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One claimed batch while it is being processed."""
+
+    token: uuid.UUID
+    rows: dict[int, asyncpg.Record] = field(default_factory=dict)
+    outcomes: Outcomes = field(default_factory=Outcomes)
+    albums: dict[int, _Album] = field(default_factory=dict)
+
+    def album_of(self, row: asyncpg.Record) -> _Album | None:
+        parent = row["parent_id"]
+        if parent is None:
+            return None
+        album = self.albums.get(parent)
+        if album is None:
+            album = self.albums[parent] = _Album(title=row["album"])
+        return album
+
+
+class Relay:
+    """Moves outbox rows to the Event API until ``stop()`` is called."""
+
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        store: OutboxStore,
+        publisher: Publisher,
+        checker: IndexChecker,
+        metrics: RelayMetrics,
+        config: RelayConfig,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._checker = checker
+        self._metrics = metrics
+        self._config = config
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._db_backoff = Backoff(config.backoff_base, config.backoff_cap)
+        self._api_backoff = Backoff(config.backoff_base, config.backoff_cap)
+        self._retry = Backoff(config.retry_base, config.retry_cap, floor=config.retry_base / 2)
+        self._listener = Listener(
+            dsn,
+            on_notify=self._wake,
+            metrics=metrics,
+            backoff=Backoff(config.backoff_base, config.backoff_cap),
+        )
+        self._outage: EventApiUnavailable | None = None
+        self._database_ok = False
+        self.batches = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Asks the loop to finish the batch in flight and return. Safe from a signal handler."""
+        self._stop.set()
+
+    def readiness(self) -> dict[str, bool]:
+        """Ready means: the database answers and the LISTEN connection is up."""
+        return {"database": self._database_ok, "listen": self._listener.connected.is_set()}
+
+    @property
+    def event_api_available(self) -> bool:
+        return self._outage is None
+
+    async def run(self) -> None:
+        """Runs the loop and the listener; if either fails, both stop and the error propagates."""
+        log.info("relay_started", batch_size=self._config.batch_size)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._listener.run(self._stop), name="listener")
+                group.create_task(self._loop(), name="loop")
+        finally:
+            await self._store.close()
+            log.info("relay_stopped", batches=self.batches)
+
+    async def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._outage is not None:
+                    await self._wait_for_event_api()
+                    continue
+                self._wake.clear()
+                try:
+                    claimed = await self._claim_and_process()
+                except CONNECTION_ERRORS as exc:
+                    await self._database_down(exc)
+                    continue
+                if claimed >= self._config.batch_size:
+                    self._metrics.wakeups.labels(cause="backlog").inc()
+                    continue
+                await self._idle()
+        finally:
+            # The listener watches the same event; setting it ends the task group.
+            self._stop.set()
+
+    async def _idle(self) -> None:
+        """Sleeps until a notification, the poll interval, or stop."""
+        self._listener.notified = False
+        woke = await wait_event(self._wake, self._config.poll_interval)
+        if self._stop.is_set():
+            return
+        cause = "notify" if woke and self._listener.notified else "poll"
+        self._metrics.wakeups.labels(cause=cause).inc()
+
+    async def _database_down(self, exc: BaseException) -> None:
+        self._database_ok = False
+        delay = self._db_backoff.next_delay()
+        log.error(
+            "database_error", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(delay, 3)
+        )
+        await wait_event(self._stop, delay)
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _claim_and_process(self) -> int:
+        """Claims one batch and sees it through; returns how many rows were claimed."""
+        token, rows = await self._store.claim(self._config.batch_size)
+        self._database_ok = True
+        self._db_backoff.reset()
+        if not rows:
+            return 0
+        started = time.perf_counter()
+        batch = _Batch(token)
+        claimed = 0
+        tracks: list[asyncpg.Record] = []
+        for row in rows:
+            if row["parent_id"] is None:
+                claimed += 1
+            if row["kind"] == "album":
+                self._album_claimed(batch, row)
+            else:
+                batch.rows[row["id"]] = row
+                tracks.append(row)
+        self._metrics.batch_size.observe(claimed)
+
+        events = await self._check_and_encode(batch, tracks)
+        result = await self._publisher.publish(events) if events else PublishResult()
+        self._record(batch, result)
+        await self._finish(batch)
+        self._log_albums(batch)
+        self.batches += 1
+        self._metrics.batch_duration.observe(time.perf_counter() - started)
+        if result.outage is not None:
+            self._enter_outage(result.outage, unsent=len(result.unsent))
+        return claimed
+
+    def _album_claimed(self, batch: _Batch, row: asyncpg.Record) -> None:
+        """An album row arrives already fanned out; its tracks follow as rows of their own."""
+        album = batch.albums.setdefault(row["id"], _Album(title=row["album"]))
+        album.total = row["track_count"]
+        if album.total == 0:
+            # The claim already marked it skipped (no_tracks); say so loudly.
+            self._metrics.events_skipped.labels(reason="no_tracks").inc()
+            log.error(
+                "ingestion_error",
+                result="error",
+                reason="no_tracks",
+                error="album has no track listing; nothing to schedule",
+                album=row["album"],
+                outbox_id=row["id"],
+            )
+
+    async def _check_and_encode(
+        self, batch: _Batch, tracks: list[asyncpg.Record]
+    ) -> list[TrackEvent]:
+        """Validates ISRCs, asks the index in one call, and encodes what must be sent."""
+        candidates: list[tuple[asyncpg.Record, str, str | None]] = []
+        for row in tracks:
+            isrc = normalise_isrc(row["isrc"])
+            if isrc in _SKIP_REASONS:
+                self._skip(batch, row, isrc)
+                continue
+            candidates.append((row, isrc, None if row["force"] else point_id(isrc)))
+
+        indexed = await self._indexed([pid for _, _, pid in candidates if pid is not None])
+        events: list[TrackEvent] = []
+        for row, isrc, pid in candidates:
+            if pid is not None and pid in indexed:
+                self._skip(batch, row, "already_indexed", isrc=isrc)
+                continue
+            events.append(
+                encode_event(
+                    row_id=row["id"],
+                    isrc=isrc,
+                    title=row["title"],
+                    artist=row["artist"],
+                    album=row["album"],
+                    artwork_url=row["artwork_url"],
+                    priority=row["priority"],
+                    force=row["force"],
+                    ts_ms=int(row["created_at"].timestamp() * 1000),
+                )
+            )
+        return events
+
+    async def _indexed(self, point_ids: Sequence[str]) -> set[str]:
+        if not point_ids:
+            return set()
+        started = time.perf_counter()
+        try:
+            return await self._checker.indexed(point_ids)
+        except IndexCheckError as exc:
+            self._metrics.qdrant_errors.inc()
+            log.error(
+                "qdrant_error",
+                result="error",
+                error=str(exc),
+                tracks=len(point_ids),
+                action="publishing without the existence check",
+            )
+            return set()
+        finally:
+            self._metrics.qdrant_check_duration.observe(time.perf_counter() - started)
+
+    def _skip(
+        self, batch: _Batch, row: asyncpg.Record, reason: str, *, isrc: str | None = None
+    ) -> None:
+        batch.outcomes.skipped(row["id"], reason)
+        self._metrics.events_skipped.labels(reason=reason).inc()
+        album = batch.album_of(row)
+        if album is not None:
+            album.skipped += 1
+        log.warning(
+            "ingestion_skipped",
+            isrc=isrc or row["isrc"],
+            trackTitle=row["title"],
+            result="skipped",
+            reason=reason,
+            outbox_id=row["id"],
+        )
+
+    def _record(self, batch: _Batch, result: PublishResult) -> None:
+        """Turns the publisher's answer into row outcomes, metrics and log events."""
+        now = time.time()
+        for event, inngest_id in result.accepted:
+            row = batch.rows[event.row_id]
+            batch.outcomes.published(event.row_id, event.event_id, inngest_id)
+            latency = max(0.0, now - row["created_at"].timestamp())
+            self._metrics.commit_to_accepted.observe(latency)
+            album = batch.album_of(row)
+            if album is not None:
+                album.scheduled += 1
+            log.info(
+                "ingestion_scheduled",
+                isrc=event.isrc,
+                trackTitle=row["title"],
+                result="success",
+                event_id=event.event_id,
+                inngest_id=inngest_id,
+                outbox_id=event.row_id,
+                duration_ms=round(latency * 1000, 3),
+            )
+        self._metrics.events_published.inc(len(result.accepted))
+
+        for event, error in result.rejected:
+            row = batch.rows[event.row_id]
+            attempts = row["attempts"] + 1
+            dead = attempts >= self._config.max_attempts
+            retry_in = self._retry.delay(row["attempts"])
+            batch.outcomes.failed(event.row_id, event.event_id, error, retry_in)
+            self._metrics.events_rejected.inc()
+            if dead:
+                self._metrics.rows_dead.inc()
+            album = batch.album_of(row)
+            if album is not None:
+                album.failed += 1
+            log.error(
+                "ingestion_error",
+                isrc=event.isrc,
+                trackTitle=row["title"],
+                result="error",
+                reason="dead_letter" if dead else "rejected",
+                error=error,
+                attempts=attempts,
+                outbox_id=event.row_id,
+                retry_in_s=None if dead else round(retry_in, 3),
+            )
+
+        for event in result.unsent:
+            batch.outcomes.released(event.row_id)
+        self._metrics.rows_released.inc(len(result.unsent))
+
+    async def _finish(self, batch: _Batch) -> None:
+        """Records the batch's outcomes; shielded so a cancellation cannot tear the write."""
+        expected = len(batch.outcomes)
+        if expected == 0:
+            return
+        backoff = Backoff(self._config.backoff_base, min(self._config.backoff_cap, 5.0))
+        while True:
+            try:
+                updated = await asyncio.shield(self._store.finish(batch.token, batch.outcomes))
+                break
+            except CONNECTION_ERRORS as exc:
+                # The events may already be out; if we cannot record that before the lease
+                # expires, they will be sent again with the same ids (Inngest runs them once).
+                if self._stop.is_set() and backoff.failures >= 3:
+                    raise
+                delay = backoff.next_delay()
+                log.error(
+                    "database_error",
+                    error=f"{type(exc).__name__}: {exc}",
+                    action="recording batch outcome",
+                    retry_in_s=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+        if updated < expected:
+            self._metrics.leases_lost.inc(expected - updated)
+            log.warning(
+                "lease_lost",
+                rows=expected - updated,
+                hint="the batch took longer than OUTBOX_LEASE_SECONDS and was reclaimed",
+            )
+
+    def _log_albums(self, batch: _Batch) -> None:
+        for album_id, album in batch.albums.items():
+            handled = album.scheduled + album.skipped + album.failed
+            log.info(
+                "album_ingestion_batch",
+                album=album.title,
+                outbox_id=album_id,
+                result="error" if album.failed or album.total == 0 else "success",
+                total_tracks=album.total or handled,
+                scheduled_count=album.scheduled,
+                skipped_count=album.skipped,
+                failed_count=album.failed,
+            )
+
+    # -- outages -----------------------------------------------------------------------------
+
+    def _enter_outage(self, outage: EventApiUnavailable, *, unsent: int) -> None:
+        self._outage = outage
+        self._metrics.event_api_available.set(0)
+        log.error(
+            "inngest_error",
+            result="error",
+            reason=outage.cause,
+            error=outage.detail,
+            rows_returned=unsent,
+            action="pausing claims until the Event API answers a probe",
+        )
+
+    async def _wait_for_event_api(self) -> None:
+        """Probes with backoff (at least Retry-After) until the Event API answers."""
+        assert self._outage is not None
+        delay = max(self._outage.retry_after or 0.0, self._api_backoff.next_delay())
+        if await wait_event(self._stop, delay):
+            return
+        try:
+            await self._publisher.probe()
+        except EventApiUnavailable as still_down:
+            self._outage = still_down
+            log.warning(
+                "inngest_error",
+                result="error",
+                reason=still_down.cause,
+                error=still_down.detail,
+                action="probe failed; still paused",
+            )
+            return
+        log.info("inngest_recovered", probes=self._api_backoff.failures)
+        self._outage = None
+        self._api_backoff.reset()
+        self._metrics.event_api_available.set(1)
+        self._wake.set()
+

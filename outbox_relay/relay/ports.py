@@ -1,0 +1,54 @@
+"""What the relay needs from the outside world, as protocols.
+
+The loop depends on these, not on aiohttp or qdrant-client, so it reads as the algorithm it
+is. Each has one real adapter: :mod:`outbox_relay.inngest.publisher` and
+:mod:`outbox_relay.qdrant.checker`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from outbox_relay.domain.events import TrackEvent
+from outbox_relay.errors import EventApiUnavailable
+
+
+@dataclass(slots=True)
+class PublishResult:
+    """What became of each event of one publish call.
+
+    ``unsent`` events were not accepted because of an outage (``outage`` says which): they are
+    returned to the outbox without charging an attempt. ``rejected`` ones were refused by
+    Inngest itself and are charged.
+    """
+
+    accepted: list[tuple[TrackEvent, str]] = field(default_factory=list)
+    rejected: list[tuple[TrackEvent, str]] = field(default_factory=list)
+    unsent: list[TrackEvent] = field(default_factory=list)
+    outage: EventApiUnavailable | None = None
+
+
+class Publisher(Protocol):
+    async def publish(self, events: Sequence[TrackEvent]) -> PublishResult:
+        """Sends the events; never raises for an outage (see ``PublishResult.outage``)."""
+        ...
+
+    async def probe(self) -> None:
+        """Returns when the Event API takes requests again; raises EventApiUnavailable."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class IndexCheckError(Exception):
+    """The index could not answer; the relay fails open and publishes anyway."""
+
+
+class IndexChecker(Protocol):
+    async def indexed(self, point_ids: Sequence[str]) -> set[str]:
+        """Which of these point ids exist in the index; raises IndexCheckError."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,108 @@
+"""Wires a relay from settings: adapters, loop and HTTP surface, for ``outbox-relay relay``.
+
+Tests and the demo use :class:`RelayService` in-process; the CLI runs it with signal handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from outbox_relay.config import Settings
+from outbox_relay.http.server import create_app, start_site
+from outbox_relay.inngest.publisher import EventApiPublisher
+from outbox_relay.metrics import RelayMetrics
+from outbox_relay.qdrant.checker import QdrantIndexChecker
+from outbox_relay.relay.loop import Relay, RelayConfig
+from outbox_relay.relay.store import OutboxStore
+
+log = structlog.get_logger("outbox_relay.relay")
+
+
+class RelayService:
+    """A relay and its HTTP surface, from :class:`Settings`."""
+
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+        dsn = settings.require_database_url()
+        self.settings = settings
+        self.metrics = RelayMetrics(registry, replica_id=settings.replica_id)
+        self.publisher = EventApiPublisher(
+            origin=settings.event_api_origin(),
+            event_key=settings.event_key(),
+            timeout=settings.publish_timeout,
+            metrics=self.metrics,
+            max_request_bytes=settings.max_request_bytes,
+            rate_limit=(settings.rate_limit_requests, settings.rate_limit_window),
+        )
+        self.checker = QdrantIndexChecker.connect(
+            url=settings.qdrant_url,
+            path=settings.qdrant_path,
+            collection=settings.qdrant_collection,
+            timeout=settings.qdrant_timeout,
+            api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+        )
+        self.relay = Relay(
+            dsn=dsn,
+            store=OutboxStore(
+                dsn,
+                replica_id=settings.replica_id,
+                lease_seconds=settings.lease_seconds,
+                max_attempts=settings.max_attempts,
+            ),
+            publisher=self.publisher,
+            checker=self.checker,
+            metrics=self.metrics,
+            config=RelayConfig(
+                batch_size=settings.batch_size,
+                poll_interval=settings.poll_interval,
+                max_attempts=settings.max_attempts,
+                backoff_base=settings.backoff_base,
+                backoff_cap=settings.backoff_cap,
+                retry_base=settings.retry_base,
+                retry_cap=settings.retry_cap,
+            ),
+        )
+        self.http_port: int | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def run(self, *, handle_signals: bool = False) -> None:
+        """Serves until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``)."""
+        app = create_app(
+            registry=self.metrics.registry,
+            ready=self.relay.readiness,
+        )
+        self._runner, self.http_port = await start_site(
+            app, self.settings.http_host, self.settings.http_port
+        )
+        log.info(
+            "relay_http_listening",
+            port=self.http_port,
+            event_api=self.settings.event_api_origin(),
+            qdrant=self.settings.qdrant_url or f"embedded:{self.settings.qdrant_path}",
+            replica_id=self.settings.replica_id,
+        )
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await self.relay.run()
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            await self._runner.cleanup()
+            await self.publisher.close()
+            await self.checker.close()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        # Only sets the stop event: the batch in flight finishes, then the loop returns.
+        log.info("relay_stopping", signal=sig.name)
+        self.stop()
+
+    def stop(self) -> None:
+        self.relay.stop()

@@ -1,0 +1,158 @@
+"""Every database operation of the relay loop, on one asyncpg connection.
+
+Two statements per batch: ``claim`` (which also fans albums out) and ``finish`` (which records
+every row's outcome at once). Neither holds a transaction open while Qdrant or Inngest is
+called: a claim is a lease written into the row, not a lock held by a session.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+
+from outbox_relay.db.queries import QUERIES
+
+log = structlog.get_logger(__name__)
+
+# Errors after which the connection is gone or unusable; the loop reconnects with backoff.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    TimeoutError,
+)
+
+
+@dataclass(slots=True)
+class Outcomes:
+    """The outcome of each row of a batch, as the parallel arrays ``finish`` unnests."""
+
+    ids: list[int] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+    event_ids: list[str | None] = field(default_factory=list)
+    inngest_ids: list[str | None] = field(default_factory=list)
+    skip_reasons: list[str | None] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+    retry_in: list[float] = field(default_factory=list)
+
+    def _add(
+        self,
+        row_id: int,
+        outcome: str,
+        *,
+        event_id: str | None = None,
+        inngest_id: str | None = None,
+        skip_reason: str | None = None,
+        error: str | None = None,
+        retry_in: float = 0.0,
+    ) -> None:
+        self.ids.append(row_id)
+        self.outcomes.append(outcome)
+        self.event_ids.append(event_id)
+        self.inngest_ids.append(inngest_id)
+        self.skip_reasons.append(skip_reason)
+        self.errors.append(error)
+        self.retry_in.append(retry_in)
+
+    def published(self, row_id: int, event_id: str, inngest_id: str) -> None:
+        self._add(row_id, "published", event_id=event_id, inngest_id=inngest_id)
+
+    def skipped(self, row_id: int, reason: str, event_id: str | None = None) -> None:
+        self._add(row_id, "skipped", skip_reason=reason, event_id=event_id)
+
+    def failed(self, row_id: int, event_id: str, error: str, retry_in: float) -> None:
+        self._add(row_id, "failed", event_id=event_id, error=error, retry_in=retry_in)
+
+    def released(self, row_id: int, event_id: str | None = None) -> None:
+        self._add(row_id, "released", event_id=event_id)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class OutboxStore:
+    """The relay's connection and its two statements."""
+
+    def __init__(
+        self, dsn: str, *, replica_id: str, lease_seconds: float, max_attempts: int
+    ) -> None:
+        self._dsn = dsn
+        self._replica_id = replica_id
+        self._lease_seconds = lease_seconds
+        self._max_attempts = max_attempts
+        self._conn: asyncpg.Connection | None = None
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._dsn, timeout=10, server_settings={"application_name": "outbox-relay"}
+            )
+        return self._conn
+
+    async def ping(self) -> None:
+        conn = await self._connection()
+        await conn.fetchval("SELECT 1", timeout=5)
+
+    async def claim(self, limit: int) -> tuple[uuid.UUID, Sequence[asyncpg.Record]]:
+        """Claims up to ``limit`` rows (albums arrive fanned out) under a fresh token."""
+        token = uuid.uuid4()
+        conn = await self._connection()
+        try:
+            rows = await conn.fetch(
+                QUERIES["claim"], limit, token, self._replica_id, self._lease_seconds
+            )
+        except CONNECTION_ERRORS:
+            await self._drop()
+            raise
+        return token, rows
+
+    async def finish(self, token: uuid.UUID, outcomes: Outcomes) -> int:
+        """Records the outcomes; returns how many rows still held the claim."""
+        if not outcomes:
+            return 0
+        conn = await self._connection()
+        try:
+            status: str = await conn.execute(
+                QUERIES["finish"],
+                token,
+                outcomes.outcomes,
+                outcomes.ids,
+                outcomes.event_ids,
+                outcomes.inngest_ids,
+                outcomes.skip_reasons,
+                outcomes.errors,
+                self._max_attempts,
+                outcomes.retry_in,
+            )
+        except CONNECTION_ERRORS:
+            await self._drop()
+            raise
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await self._connection()
+        try:
+            rows: list[asyncpg.Record] = await conn.fetch(QUERIES[query], *args)
+        except CONNECTION_ERRORS:
+            await self._drop()
+            raise
+        return rows
+
+    async def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close(timeout=5)
+            self._conn = None
