@@ -35,7 +35,9 @@ class QdrantIndexChecker:
         api_key: str | None = None,
     ) -> QdrantIndexChecker:
         if url:
-            client = AsyncQdrantClient(url=url, api_key=api_key, timeout=max(1, int(timeout)))
+            client = AsyncQdrantClient(
+                url=url, api_key=api_key, timeout=max(1, int(timeout)), check_compatibility=False
+            )
         else:
             Path(path).mkdir(parents=True, exist_ok=True)
             client = AsyncQdrantClient(path=path)

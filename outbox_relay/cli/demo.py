@@ -1,0 +1,234 @@
+"""``outbox-relay demo``: the whole system on this machine, for a first look.
+
+With nothing configured it starts a throwaway PostgreSQL from the system's binaries, embedded
+Qdrant, the Event API stand-in, the write API and the relay; adds a sample library through the
+HTTP API; and prints what happened. Set ``DATABASE_URL`` or ``INNGEST_EVENT_API_BASE_URL`` to
+use real servers instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from prometheus_client import CollectorRegistry
+
+from outbox_relay.config import Settings
+from outbox_relay.db.migrate import migrate
+from outbox_relay.domain.isrc import point_id
+from outbox_relay.logs import configure_logging
+
+ALREADY_INDEXED = "GBAYE0601498"
+SAMPLE_TRACKS: list[dict[str, Any]] = [
+    {"isrc": "usrc17607839", "title": "Lose Yourself", "artist": "Eminem", "album": "8 Mile"},
+    # the same track added again: same event id, so Inngest runs the ingestion once
+    {"isrc": "USRC17607839", "title": "Lose Yourself", "artist": "Eminem", "album": "8 Mile"},
+    {"isrc": "NOT-AN-ISRC", "title": "Bootleg", "artist": "Unknown", "album": "Tape"},
+    {"isrc": ALREADY_INDEXED, "title": "Paranoid Android", "artist": "Radiohead",
+     "album": "OK Computer"},
+]
+SAMPLE_ALBUM: dict[str, Any] = {
+    "title": "Rumours",
+    "artist": "Fleetwood Mac",
+    "tracks": [
+        {"isrc": "USWB10002390", "title": "Second Hand News"},
+        {"isrc": "USWB10002391", "title": "Dreams"},
+        {"isrc": "USWB10002392", "title": "Never Going Back Again"},
+        {"title": "Don't Stop (no ISRC in the listing)"},
+        {"isrc": "USWB10002394", "title": "Go Your Own Way", "artist": "Fleetwood Mac"},
+    ],
+}
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+async def run_demo(settings: Settings, *, serve: bool) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="outbox-relay-demo-"))
+    log_path = workdir / "relay.log"
+    log_file = log_path.open("w")
+    configure_logging(settings.log_level, "json", settings.secrets(), stream=log_file)
+    try:
+        async with _stack(settings, workdir) as env:
+            await _walkthrough(env)
+            say(f"\nStructured logs of this run: {log_path}")
+            if serve:
+                say("\nServing until Ctrl-C:")
+                say(f"  write API      {env['api_url']}/v1/library/tracks  (POST JSON)")
+                say(f"  relay metrics  http://127.0.0.1:{env['relay'].http_port}/metrics")
+                say(f"  database       {env['dsn']}")
+                await asyncio.Event().wait()
+    finally:
+        log_file.close()
+        if not serve:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _stack(settings: Settings, workdir: Path) -> AsyncIterator[dict[str, Any]]:
+    """Starts every part, embedded where nothing is configured; stops them in reverse."""
+    from outbox_relay.embedded.postgres import LocalPostgres
+    from outbox_relay.inngest.standin import EventApiStandIn
+    from outbox_relay.relay.service import RelayService
+    from outbox_relay.write.api import create_app
+
+    async with contextlib.AsyncExitStack() as stack:
+        say("outbox-relay demo\n=================")
+        if settings.database_url is not None:
+            dsn = settings.require_database_url()
+            say("PostgreSQL   DATABASE_URL (your server)")
+        else:
+            pg = LocalPostgres(workdir / "pg")
+            await asyncio.to_thread(pg.start)
+            stack.callback(pg.cleanup)
+            stack.callback(pg.stop)
+            dsn = pg.dsn
+            say(f"PostgreSQL   throwaway local server on port {pg.port} (system binaries)")
+        await migrate(dsn)
+
+        standin: EventApiStandIn | None = None
+        if settings.inngest_event_api_base_url:
+            origin = settings.event_api_origin()
+            say(f"Event API    {origin} (INNGEST_EVENT_API_BASE_URL)")
+        else:
+            standin = EventApiStandIn()
+            origin = await standin.start()
+            stack.push_async_callback(standin.stop)
+            say(f"Event API    LOCAL STAND-IN of Inngest's Event API at {origin}")
+            say("             (set INNGEST_EVENT_API_BASE_URL to publish to a real Inngest "
+                "dev server)")
+
+        qdrant_path = workdir / "qdrant"
+        await _seed_qdrant(qdrant_path, settings.qdrant_collection)
+        say(f"Qdrant       embedded local mode in {qdrant_path}, "
+            f"with {ALREADY_INDEXED} already indexed")
+
+        relay_settings = settings.model_copy(
+            update={
+                "database_url": dsn,
+                "inngest_event_api_base_url": origin,
+                "inngest_dev": settings.inngest_dev or "1",
+                "qdrant_url": None,
+                "qdrant_path": str(qdrant_path),
+                "http_host": "127.0.0.1",
+                "http_port": 0,
+                "poll_interval": 0.5,
+            }
+        )
+        relay = RelayService(relay_settings, registry=CollectorRegistry())
+        relay_task = asyncio.create_task(relay.run(), name="relay")
+
+        async def stop_relay() -> None:
+            relay.stop()
+            await relay_task
+
+        stack.push_async_callback(stop_relay)
+
+        api_app = create_app(dsn)
+        runner = aiohttp.web.AppRunner(api_app, access_log=None)
+        await runner.setup()
+        site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        stack.push_async_callback(runner.cleanup)
+        api_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        say(f"Write API    http://127.0.0.1:{api_port}   Relay    replica {settings.replica_id}")
+        yield {
+            "dsn": dsn,
+            "standin": standin,
+            "api_url": f"http://127.0.0.1:{api_port}",
+            "relay": relay,
+        }
+
+
+async def _seed_qdrant(path: Path, collection: str) -> None:
+    """Indexes one track, as the ingestion worker would have, so the relay can skip it."""
+    from qdrant_client import AsyncQdrantClient, models
+
+    client = AsyncQdrantClient(path=str(path))
+    try:
+        await client.create_collection(
+            collection, vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE)
+        )
+        await client.upsert(
+            collection,
+            points=[
+                models.PointStruct(
+                    id=point_id(ALREADY_INDEXED),
+                    vector=[0.1, 0.2, 0.3, 0.4],
+                    payload={"isrc": ALREADY_INDEXED},
+                )
+            ],
+        )
+    finally:
+        await client.close()
+
+
+async def _walkthrough(env: dict[str, Any]) -> None:
+    say("\n1. Adding to the library through the write API (each write also enqueues):")
+    started = time.monotonic()
+    async with aiohttp.ClientSession(env["api_url"]) as http:
+        for track in SAMPLE_TRACKS:
+            async with http.post("/v1/library/tracks", json=track) as response:
+                body = await response.json()
+                say(f"   POST /v1/library/tracks {track['isrc']!r:16} {track['title']!r:22} "
+                    f"-> {response.status} {body}")
+        async with http.post("/v1/library/albums", json=SAMPLE_ALBUM) as response:
+            body = await response.json()
+            say(f"   POST /v1/library/albums  {SAMPLE_ALBUM['title']!r} "
+                f"({len(SAMPLE_ALBUM['tracks'])} tracks) -> {response.status} {body}")
+
+    conn: asyncpg.Connection = await asyncpg.connect(env["dsn"])
+    try:
+        await _wait_until_drained(conn, timeout=30.0)
+        elapsed = time.monotonic() - started
+        say(f"\n2. The relay drained the outbox in {elapsed * 1000:.0f} ms.")
+        standin = env["standin"]
+        if standin is not None:
+            _print_events(standin)
+        rows = await conn.fetch(
+            "SELECT id, coalesce(isrc, '-') AS isrc, title, skip_reason FROM outbox.messages "
+            "WHERE status = 'skipped' AND kind = 'track' ORDER BY id"
+        )
+        say("\n4. Skipped, with reasons (SELECT ... FROM outbox.messages WHERE status = 'skipped'):")
+        for row in rows:
+            say(f"   #{row['id']:<3} {row['isrc']:14} {row['title']!r:40} {row['skip_reason']}")
+        say("\n5. SELECT * FROM outbox.summary;")
+        say(f"   {'status':<12}{'count':>6}  oldest_age")
+        for row in await conn.fetch("SELECT status, count, oldest_age FROM outbox.summary"):
+            age = "" if row["oldest_age"] is None else str(row["oldest_age"])
+            say(f"   {row['status']:<12}{row['count']:>6}  {age}")
+    finally:
+        await conn.close()
+
+
+def _print_events(standin: Any) -> None:
+    events = standin.events
+    say(f"\n3. The Event API stand-in received {len(events)} events "
+        f"and would start {standin.run_count()} ingestion runs (one per event id):")
+    for event in events:
+        say(f"   {event.event_id:34} inngest id {event.ulid}  {event.data.get('title')!r}")
+
+
+async def _wait_until_drained(conn: asyncpg.Connection, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = await conn.fetchval(
+            "SELECT count(*) FROM outbox.messages WHERE status = 'pending'"
+        )
+        if pending == 0:
+            return
+        if time.monotonic() > deadline:
+            print(f"demo: {pending} rows still pending after {timeout:.0f} s", file=sys.stderr)
+            raise SystemExit(1)
+        await asyncio.sleep(0.05)
