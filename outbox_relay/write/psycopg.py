@@ -1,0 +1,177 @@
+"""Enqueue helpers for applications that write their library with psycopg 3.
+
+The same two operations as :mod:`outbox_relay.write.asyncpg`, for a synchronous
+``psycopg.Connection`` (:func:`enqueue_track`, :func:`enqueue_album`) and an
+``psycopg.AsyncConnection`` (:func:`enqueue_track_async`, :func:`enqueue_album_async`). They call
+the SQL functions on the caller's connection, inside the caller's transaction, so the outbox row
+commits or rolls back with the library write. SQL validation errors raise ``psycopg.DataError``
+(SQLSTATE class 22, the message names the field) and abort the transaction.
+
+Usage::
+
+    from outbox_relay.write.psycopg import enqueue_track
+
+    with conn.transaction():
+        conn.execute("INSERT INTO my_library (isrc, title) VALUES (%s, %s)", (isrc, title))
+        outbox_id = enqueue_track(conn, isrc=isrc, title=title, artist=artist, album=album)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+from psycopg import AsyncConnection, Connection
+from psycopg.rows import tuple_row
+from psycopg.types.json import Jsonb
+
+__all__ = ["enqueue_album", "enqueue_album_async", "enqueue_track", "enqueue_track_async"]
+
+# Explicit casts: psycopg sends a Python int as int2, int4, int8 or numeric depending on its
+# value, and a str as "unknown"; the casts make the function resolve the same way every time.
+ENQUEUE_TRACK_SQL: Final = (
+    "SELECT outbox.enqueue_track(%s::text, %s::text, %s::text, %s::text, %s::integer, "
+    "%s::boolean, %s::text)"
+)
+ENQUEUE_ALBUM_SQL: Final = "SELECT outbox.enqueue_album(%s::text, %s::text, %s::jsonb, %s::text)"
+
+
+def _check_flags(priority: int | None, force: bool) -> None:
+    # PostgreSQL casts true to 1 and 'yes' to true: refuse what would be silently coerced.
+    if isinstance(priority, bool) or not (priority is None or isinstance(priority, int)):
+        raise TypeError(f"priority must be an int or None, not {type(priority).__name__}")
+    if not isinstance(force, bool):
+        raise TypeError(f"force must be a bool, not {type(force).__name__}")
+
+
+def _identity(encoded: Any) -> Any:
+    return encoded
+
+
+def _tracks_param(tracks: Sequence[Mapping[str, Any]]) -> Jsonb:
+    """``tracks`` as a jsonb parameter, encoded here with orjson.
+
+    Encoding before the query (rather than letting the dumper call orjson mid-execute) names
+    the argument in the error, and ignores any ``set_json_dumps`` the caller configured.
+    """
+    try:
+        encoded = orjson.dumps(tracks)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(
+            f"enqueue_album: tracks must be a JSON array of objects with isrc, title and "
+            f"artist ({exc})"
+        ) from exc
+    return Jsonb(encoded, dumps=_identity)
+
+
+def enqueue_track(
+    conn: Connection[Any],
+    *,
+    isrc: str | None,
+    title: str,
+    artist: str,
+    album: str,
+    priority: int | None = None,
+    force: bool = False,
+    artwork_url: str | None = None,
+) -> int:
+    """Enqueues one ``track/ingestion.requested`` event in the caller's transaction.
+
+    Returns the outbox row id::
+
+        with conn.transaction():
+            conn.execute("INSERT INTO my_tracks (isrc, title) VALUES (%s, %s)", (isrc, title))
+            outbox_id = enqueue_track(conn, isrc=isrc, title=title, artist=artist, album=album)
+
+    A missing or malformed ``isrc`` is accepted (the relay records the track as skipped); other
+    invalid arguments raise ``psycopg.DataError`` naming the argument.
+    """
+    _check_flags(priority, force)
+    # A cursor of our own with tuple rows: the connection's row factory may be dict_row.
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        cursor.execute(
+            ENQUEUE_TRACK_SQL, (isrc, title, artist, album, priority, force, artwork_url)
+        )
+        row = cursor.fetchone()
+    assert row is not None  # the function returns exactly one value
+    return int(row[0])
+
+
+def enqueue_album(
+    conn: Connection[Any],
+    *,
+    title: str,
+    artist: str,
+    tracks: Sequence[Mapping[str, Any]],
+    artwork_url: str | None = None,
+) -> int:
+    """Enqueues one album in the caller's transaction; the relay fans it out, one event a track.
+
+    ``tracks`` holds ``{"isrc": ..., "title": ..., "artist": ...}`` objects (``artist`` defaults
+    to the album's). Returns the outbox row id::
+
+        with conn.transaction():
+            conn.execute("INSERT INTO my_albums (title) VALUES (%s)", (title,))
+            outbox_id = enqueue_album(
+                conn, title="Abbey Road", artist="The Beatles",
+                tracks=[{"isrc": "GBAYE0601690", "title": "Come Together"}],
+            )
+    """
+    params = (title, artist, _tracks_param(tracks), artwork_url)
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        cursor.execute(ENQUEUE_ALBUM_SQL, params)
+        row = cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def enqueue_track_async(
+    conn: AsyncConnection[Any],
+    *,
+    isrc: str | None,
+    title: str,
+    artist: str,
+    album: str,
+    priority: int | None = None,
+    force: bool = False,
+    artwork_url: str | None = None,
+) -> int:
+    """:func:`enqueue_track` for an ``AsyncConnection``::
+
+    async with conn.transaction():
+        await conn.execute("INSERT INTO my_tracks (title) VALUES (%s)", (title,))
+        outbox_id = await enqueue_track_async(
+            conn, isrc=isrc, title=title, artist=artist, album=album
+        )
+    """
+    _check_flags(priority, force)
+    async with conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(
+            ENQUEUE_TRACK_SQL, (isrc, title, artist, album, priority, force, artwork_url)
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def enqueue_album_async(
+    conn: AsyncConnection[Any],
+    *,
+    title: str,
+    artist: str,
+    tracks: Sequence[Mapping[str, Any]],
+    artwork_url: str | None = None,
+) -> int:
+    """:func:`enqueue_album` for an ``AsyncConnection``::
+
+    async with conn.transaction():
+        await conn.execute("INSERT INTO my_albums (title) VALUES (%s)", (title,))
+        outbox_id = await enqueue_album_async(conn, title=title, artist=artist, tracks=tracks)
+    """
+    params = (title, artist, _tracks_param(tracks), artwork_url)
+    async with conn.cursor(row_factory=tuple_row) as cursor:
+        await cursor.execute(ENQUEUE_ALBUM_SQL, params)
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
