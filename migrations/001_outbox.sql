@@ -71,18 +71,26 @@ CREATE INDEX messages_parent_idx ON outbox.messages (parent_id) WHERE parent_id 
 
 
 -- One notification per statement, not per row: a 1,000-row insert wakes the relay once.
--- The payload is empty so that PostgreSQL folds all notifications of a transaction into one.
+-- The payload is empty so that PostgreSQL folds every notification of a transaction into one
+-- (a transaction of many enqueue_track calls also wakes the relay once, at commit).
+-- A statement-level trigger fires even when the statement inserted nothing, and the relay's
+-- claim statement holds an INSERT (the album fan-out); so the trigger looks at the rows really
+-- inserted and ignores the relay's own fan-out rows. Otherwise every claim, even an empty one,
+-- would wake every relay, whose claims would wake them again.
 CREATE FUNCTION outbox.notify_enqueued() RETURNS trigger
     LANGUAGE plpgsql AS
 $$
 BEGIN
-    PERFORM pg_notify('outbox_relay', '');
+    IF EXISTS (SELECT 1 FROM inserted WHERE parent_id IS NULL) THEN
+        PERFORM pg_notify('outbox_relay', '');
+    END IF;
     RETURN NULL;
 END;
 $$;
 
 CREATE TRIGGER messages_notify
     AFTER INSERT ON outbox.messages
+    REFERENCING NEW TABLE AS inserted
     FOR EACH STATEMENT EXECUTE FUNCTION outbox.notify_enqueued();
 
 
@@ -92,7 +100,9 @@ CREATE FUNCTION outbox.check_text(fn text, field text, value text, max_length in
     LANGUAGE plpgsql IMMUTABLE AS
 $$
 BEGIN
-    IF value IS NULL OR btrim(value) = '' THEN
+    -- btrim's default trims spaces only; a title of a tab or a newline is empty too.
+    -- (\x0B is the vertical tab: E'' strings have no \v.)
+    IF value IS NULL OR btrim(value, E' \t\n\r\f\x0B') = '' THEN
         IF required THEN
             RAISE EXCEPTION '%: % must be a non-empty string', fn, field
                 USING ERRCODE = 'invalid_parameter_value',

@@ -6,6 +6,7 @@ together, so they do not return together and knock the recovering service over a
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -27,7 +28,7 @@ class Backoff:
     def ceiling(self, failures: int | None = None) -> float:
         n = self.failures if failures is None else failures
         # 2**n overflows floats for a very long outage; the cap is reached long before n=64.
-        return min(self.cap, self.base * (2 ** min(n, 64)))
+        return min(self.cap, math.ldexp(self.base, min(n, 64)))
 
     def delay(self, failures: int | None = None) -> float:
         """A delay for the given number of failures so far (default: those recorded)."""

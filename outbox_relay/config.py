@@ -142,7 +142,11 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
-            alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+            alias = (
+                Settings.model_fields[field].validation_alias
+                if field in Settings.model_fields
+                else None
+            )
             name = alias.choices[0] if isinstance(alias, AliasChoices) else field
             problems.append(f"{name}: {error['msg']}")
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from exc

@@ -11,11 +11,41 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from outbox_relay import __version__
 
 _LATENCY_BUCKETS = (
-    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    10.0, 30.0, 60.0, 300.0, 3600.0,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    3600.0,
 )
 _DURATION_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 _SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
@@ -93,7 +123,7 @@ class RelayMetrics:
         )
         self.wakeups = Counter(
             p + "wakeups_total",
-            "Loop wake-ups by cause (notify, poll, backlog).",
+            "Loop wake-ups by cause (notify, poll, backlog, reconnect).",
             ["cause"],
             registry=reg,
         )

@@ -21,10 +21,12 @@ from typing import Any
 import aiohttp
 import asyncpg
 from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
 
 from outbox_relay.config import Settings
 from outbox_relay.db.migrate import migrate
 from outbox_relay.domain.isrc import point_id
+from outbox_relay.http.server import start_site
 from outbox_relay.logs import configure_logging
 
 ALREADY_INDEXED = "GBAYE0601498"
@@ -33,8 +35,12 @@ SAMPLE_TRACKS: list[dict[str, Any]] = [
     # the same track added again: same event id, so Inngest runs the ingestion once
     {"isrc": "USRC17607839", "title": "Lose Yourself", "artist": "Eminem", "album": "8 Mile"},
     {"isrc": "NOT-AN-ISRC", "title": "Bootleg", "artist": "Unknown", "album": "Tape"},
-    {"isrc": ALREADY_INDEXED, "title": "Paranoid Android", "artist": "Radiohead",
-     "album": "OK Computer"},
+    {
+        "isrc": ALREADY_INDEXED,
+        "title": "Paranoid Android",
+        "artist": "Radiohead",
+        "album": "OK Computer",
+    },
 ]
 SAMPLE_ALBUM: dict[str, Any] = {
     "title": "Rumours",
@@ -55,8 +61,11 @@ def say(text: str = "") -> None:
 
 async def run_demo(settings: Settings, *, serve: bool) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="outbox-relay-demo-"))
-    log_path = workdir / "relay.log"
-    log_file = log_path.open("w")
+    # Outside the throwaway folder, so it can be read after the demo cleaned up.
+    log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
+        "w", prefix="outbox-relay-demo-", suffix=".log", delete=False
+    )
+    log_path = log_file.name
     configure_logging(settings.log_level, "json", settings.secrets(), stream=log_file)
     try:
         async with _stack(settings, workdir) as env:
@@ -89,7 +98,7 @@ async def _stack(settings: Settings, workdir: Path) -> AsyncIterator[dict[str, A
             dsn = settings.require_database_url()
             say("PostgreSQL   DATABASE_URL (your server)")
         else:
-            pg = LocalPostgres(workdir / "pg")
+            pg = LocalPostgres()
             await asyncio.to_thread(pg.start)
             stack.callback(pg.cleanup)
             stack.callback(pg.stop)
@@ -106,17 +115,21 @@ async def _stack(settings: Settings, workdir: Path) -> AsyncIterator[dict[str, A
             origin = await standin.start()
             stack.push_async_callback(standin.stop)
             say(f"Event API    LOCAL STAND-IN of Inngest's Event API at {origin}")
-            say("             (set INNGEST_EVENT_API_BASE_URL to publish to a real Inngest "
-                "dev server)")
+            say(
+                "             (set INNGEST_EVENT_API_BASE_URL to publish to a real Inngest "
+                "dev server)"
+            )
 
         qdrant_path = workdir / "qdrant"
         await _seed_qdrant(qdrant_path, settings.qdrant_collection)
-        say(f"Qdrant       embedded local mode in {qdrant_path}, "
-            f"with {ALREADY_INDEXED} already indexed")
+        say(
+            f"Qdrant       embedded local mode in {qdrant_path}, "
+            f"with {ALREADY_INDEXED} already indexed"
+        )
 
         relay_settings = settings.model_copy(
             update={
-                "database_url": dsn,
+                "database_url": SecretStr(dsn),
                 "inngest_event_api_base_url": origin,
                 "inngest_dev": settings.inngest_dev or "1",
                 "qdrant_url": None,
@@ -135,13 +148,8 @@ async def _stack(settings: Settings, workdir: Path) -> AsyncIterator[dict[str, A
 
         stack.push_async_callback(stop_relay)
 
-        api_app = create_app(dsn)
-        runner = aiohttp.web.AppRunner(api_app, access_log=None)
-        await runner.setup()
-        site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, api_port = await start_site(create_app(dsn), "127.0.0.1", 0)
         stack.push_async_callback(runner.cleanup)
-        api_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         say(f"Write API    http://127.0.0.1:{api_port}   Relay    replica {settings.replica_id}")
         yield {
             "dsn": dsn,
@@ -181,12 +189,16 @@ async def _walkthrough(env: dict[str, Any]) -> None:
         for track in SAMPLE_TRACKS:
             async with http.post("/v1/library/tracks", json=track) as response:
                 body = await response.json()
-                say(f"   POST /v1/library/tracks {track['isrc']!r:16} {track['title']!r:22} "
-                    f"-> {response.status} {body}")
+                say(
+                    f"   POST /v1/library/tracks {track['isrc']!r:16} {track['title']!r:22} "
+                    f"-> {response.status} {body}"
+                )
         async with http.post("/v1/library/albums", json=SAMPLE_ALBUM) as response:
             body = await response.json()
-            say(f"   POST /v1/library/albums  {SAMPLE_ALBUM['title']!r} "
-                f"({len(SAMPLE_ALBUM['tracks'])} tracks) -> {response.status} {body}")
+            say(
+                f"   POST /v1/library/albums  {SAMPLE_ALBUM['title']!r} "
+                f"({len(SAMPLE_ALBUM['tracks'])} tracks) -> {response.status} {body}"
+            )
 
     conn: asyncpg.Connection = await asyncpg.connect(env["dsn"])
     try:
@@ -200,7 +212,9 @@ async def _walkthrough(env: dict[str, Any]) -> None:
             "SELECT id, coalesce(isrc, '-') AS isrc, title, skip_reason FROM outbox.messages "
             "WHERE status = 'skipped' AND kind = 'track' ORDER BY id"
         )
-        say("\n4. Skipped, with reasons (SELECT ... FROM outbox.messages WHERE status = 'skipped'):")
+        say(
+            "\n4. Skipped, with reasons (SELECT ... FROM outbox.messages WHERE status = 'skipped'):"
+        )
         for row in rows:
             say(f"   #{row['id']:<3} {row['isrc']:14} {row['title']!r:40} {row['skip_reason']}")
         say("\n5. SELECT * FROM outbox.summary;")
@@ -214,10 +228,12 @@ async def _walkthrough(env: dict[str, Any]) -> None:
 
 def _print_events(standin: Any) -> None:
     events = standin.events
-    say(f"\n3. The Event API stand-in received {len(events)} events "
-        f"and would start {standin.run_count()} ingestion runs (one per event id):")
+    say(
+        f"\n3. The Event API stand-in received {len(events)} events "
+        f"and would start {standin.run_count()} ingestion runs (one per event id):"
+    )
     for event in events:
-        say(f"   {event.event_id:34} inngest id {event.ulid}  {event.data.get('title')!r}")
+        say(f"   {event.id:34} inngest id {event.ulid}  {event.data.get('title')!r}")
 
 
 async def _wait_until_drained(conn: asyncpg.Connection, *, timeout: float) -> None:

@@ -80,7 +80,9 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         from outbox_relay.db.migrate import migrate
 
         applied = await migrate(settings.require_database_url())
-        print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+        print(
+            f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
+        )
         return 0
     if args.command == "relay":
         from outbox_relay.relay.service import RelayService

@@ -64,9 +64,7 @@ def load_migrations(folder: Path | None = None) -> list[Migration]:
     for path in sorted(folder.glob("*.sql")):
         match = _FILE_NAME.match(path.name)
         if match is None:
-            raise MigrationError(
-                f"{path.name}: migration files are named NNN_lower_snake.sql"
-            )
+            raise MigrationError(f"{path.name}: migration files are named NNN_lower_snake.sql")
         found.append(Migration(int(match[1]), match[2], path.read_text(encoding="utf-8")))
     for expected, migration in enumerate(found, start=1):
         if migration.version != expected:
@@ -118,8 +116,11 @@ async def migrate_connection(conn: asyncpg.Connection, migrations: list[Migratio
             done.append(label)
         unknown = sorted(set(applied) - {m.version for m in migrations})
         if unknown:
-            log.warning("migrations_unknown", versions=unknown,
-                        hint="the database is newer than this release of outbox-relay")
+            log.warning(
+                "migrations_unknown",
+                versions=unknown,
+                hint="the database is newer than this release of outbox-relay",
+            )
         return done
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)

@@ -21,7 +21,9 @@ def parse(text: str) -> dict[str, str]:
     for match, following in zip(names, [*names[1:], None], strict=True):
         body = text[match.end() : following.start() if following else len(text)]
         sql = "\n".join(
-            line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("--")
+            line
+            for line in body.splitlines()
+            if line.strip() and not line.lstrip().startswith("--")
         ).strip()
         if match["name"] in queries:
             raise ValueError(f"queries.sql: the name {match['name']!r} is used twice")

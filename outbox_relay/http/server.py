@@ -12,7 +12,9 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 
-def create_app(*, registry: CollectorRegistry, ready: Callable[[], dict[str, bool]]) -> web.Application:
+def create_app(
+    *, registry: CollectorRegistry, ready: Callable[[], dict[str, bool]]
+) -> web.Application:
     """``ready`` returns named checks; the relay is ready when all are true."""
 
     async def healthz(_: web.Request) -> web.Response:
@@ -45,6 +47,4 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else ()  # type: ignore[union-attr]
-    bound = sockets[0].getsockname()[1] if sockets else port
-    return runner, int(bound)
+    return runner, int(runner.addresses[0][1])

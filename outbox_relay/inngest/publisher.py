@@ -239,8 +239,9 @@ class EventApiPublisher:
             ):
                 return _Accepted(ids)
             raise self._failure(
-                "bad_response", f"200 with {len(ids) if isinstance(ids, list) else 'no'} ids "
-                f"for {expected} events: {snippet}"
+                "bad_response",
+                f"200 with {len(ids) if isinstance(ids, list) else 'no'} ids "
+                f"for {expected} events: {snippet}",
             )
         if status == 429:
             raise self._failure("429", snippet or "rate limited", retry_after)

@@ -39,6 +39,7 @@ class Listener:
         self._backoff = backoff
         self._health_interval = health_interval
         self.notified = False
+        self.reconnected = False
         self.connected = asyncio.Event()
 
     def _on_notification(self, *_: Any) -> None:
@@ -73,6 +74,7 @@ class Listener:
             self._metrics.listen_connected.set(1)
             log.info("listen_connected", channel=CHANNEL)
             # Catch up on whatever was committed while we were not listening.
+            self.reconnected = True
             self._wake.set()
             while not stop.is_set() and not lost.is_set():
                 await wait_any(stop, lost, timeout=self._health_interval)
@@ -88,4 +90,3 @@ class Listener:
     def _set_down(self) -> None:
         self.connected.clear()
         self._metrics.listen_connected.set(0)
-

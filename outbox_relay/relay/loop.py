@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
 import asyncpg
 import structlog
 
@@ -109,6 +110,8 @@ class Relay:
             backoff=Backoff(config.backoff_base, config.backoff_cap),
         )
         self._outage: EventApiUnavailable | None = None
+        # Set while the loop waits for work: lets tests and tools act "between batches".
+        self.idle = asyncio.Event()
         self._database_ok = False
         self.batches = 0
 
@@ -117,6 +120,7 @@ class Relay:
     def stop(self) -> None:
         """Asks the loop to finish the batch in flight and return. Safe from a signal handler."""
         self._stop.set()
+        self._wake.set()  # an idle loop waits on this, not on stop
 
     def readiness(self) -> dict[str, bool]:
         """Ready means: the database answers and the LISTEN connection is up."""
@@ -159,11 +163,21 @@ class Relay:
 
     async def _idle(self) -> None:
         """Sleeps until a notification, the poll interval, or stop."""
-        self._listener.notified = False
-        woke = await wait_event(self._wake, self._config.poll_interval)
+        listener = self._listener
+        listener.notified = listener.reconnected = False
+        self.idle.set()
+        try:
+            woke = await wait_event(self._wake, self._config.poll_interval)
+        finally:
+            self.idle.clear()
         if self._stop.is_set():
             return
-        cause = "notify" if woke and self._listener.notified else "poll"
+        if woke and listener.notified:
+            cause = "notify"
+        elif woke and listener.reconnected:
+            cause = "reconnect"
+        else:
+            cause = "poll"
         self._metrics.wakeups.labels(cause=cause).inc()
 
     async def _database_down(self, exc: BaseException) -> None:
@@ -426,4 +440,3 @@ class Relay:
         self._api_backoff.reset()
         self._metrics.event_api_available.set(1)
         self._wake.set()
-

@@ -45,7 +45,7 @@ FAST = {
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
     """Polls ``predicate`` until it holds, failing after ``timeout`` seconds."""
     async with asyncio.timeout(timeout):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - polls state that has no event to wait on
             await asyncio.sleep(0.01)
 
 
@@ -61,6 +61,18 @@ class RunningRelay:
     def publish_failures(self) -> float:
         causes = ("connection", "timeout", "4xx", "5xx", "429", "auth", "bad_response")
         return sum(self.metric("outbox_relay_publish_failures_total", cause=c) for c in causes)
+
+    async def wait_idle(self, timeout: float = 10.0) -> None:
+        """Until the loop waits for work with no wake-up pending: the next claim needs one."""
+        relay = self.service.relay
+        await wait_until(
+            lambda: (
+                relay._listener.connected.is_set()
+                and relay.idle.is_set()
+                and not relay._wake.is_set()
+            ),
+            timeout,
+        )
 
     async def wait_unavailable(self, timeout: float = 10.0) -> None:
         await wait_until(lambda: not self.service.relay.event_api_available, timeout)
@@ -209,6 +221,11 @@ class Harness:
             count,
         )
         return [row["id"] for row in rows]
+
+    async def close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
 
     async def statuses(self) -> dict[str, int]:
         conn = await self.conn()

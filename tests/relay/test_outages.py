@@ -40,9 +40,15 @@ async def test_outage_keeps_rows_pending_uncharged_then_delivers_all(
     try:
         # Writes keep succeeding through the API while Inngest is down.
         for n in range(10):
-            response = await api.post("/v1/library/tracks", json={
-                "isrc": f"USOUT{n:07d}", "title": f"Song {n}", "artist": "A", "album": "B",
-            })
+            response = await api.post(
+                "/v1/library/tracks",
+                json={
+                    "isrc": f"USOUT{n:07d}",
+                    "title": f"Song {n}",
+                    "artist": "A",
+                    "album": "B",
+                },
+            )
             assert response.status == 201, await response.text()
         await relay.wait_unavailable()
         # let several probes fail: the rows must stay pending, no attempt charged
@@ -61,9 +67,7 @@ async def test_outage_keeps_rows_pending_uncharged_then_delivers_all(
         await api.close()
     assert await harness.statuses() == {"published": 10}
     assert harness.standin.run_count() == 10
-    assert await (await harness.conn()).fetchval(
-        "SELECT max(attempts) FROM outbox.messages"
-    ) == 0
+    assert await (await harness.conn()).fetchval("SELECT max(attempts) FROM outbox.messages") == 0
 
 
 async def test_retry_after_is_honoured(harness: Harness) -> None:
@@ -99,8 +103,9 @@ async def test_an_answer_lost_after_acceptance_is_resent_with_the_same_ids(
     # Accepted twice (the first answer was lost), but each id runs once.
     assert harness.standin.event_count == 10
     assert harness.standin.run_count() == 5
-    assert all(n == 1 for n in (harness.standin.runs_for(e.id) for e in harness.standin.events
-                                 if e.id))
+    assert all(
+        n == 1 for n in (harness.standin.runs_for(e.id) for e in harness.standin.events if e.id)
+    )
 
 
 @pytest.fixture
@@ -128,9 +133,7 @@ async def hanging_port() -> AsyncIterator[int]:
     await server.wait_closed()
 
 
-async def test_qdrant_refusing_connections_fails_open(
-    harness: Harness, refusing_port: int
-) -> None:
+async def test_qdrant_refusing_connections_fails_open(harness: Harness, refusing_port: int) -> None:
     relay = await harness.start_relay(qdrant_url=f"http://127.0.0.1:{refusing_port}")
     with capture_logs() as logs:
         await harness.enqueue_tracks(3)

@@ -43,9 +43,10 @@ async def test_a_request_level_400_is_narrowed_down_without_charging(
             await harness.enqueue_tracks(20)
             await harness.wait_settled(expected=20)
             assert await harness.statuses() == {"published": 20}
-            assert await (await harness.conn()).fetchval(
-                "SELECT max(attempts) FROM outbox.messages"
-            ) == 0
+            assert (
+                await (await harness.conn()).fetchval("SELECT max(attempts) FROM outbox.messages")
+                == 0
+            )
             assert small.event_count == 20
         finally:
             await harness.close()

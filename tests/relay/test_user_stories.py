@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncpg
 import psycopg
-import pytest
 from structlog.testing import capture_logs
 
 from outbox_relay.write.asyncpg import enqueue_album, enqueue_track
@@ -22,8 +21,12 @@ async def test_us1_a_track_added_with_asyncpg_is_scheduled(harness: Harness) -> 
     try:
         async with conn.transaction():
             row_id = await enqueue_track(
-                conn, isrc=" usrc17607839 ", title="Lose Yourself", artist="Eminem",
-                album="8 Mile", artwork_url="https://img.example/8mile.jpg",
+                conn,
+                isrc=" usrc17607839 ",
+                title="Lose Yourself",
+                artist="Eminem",
+                album="8 Mile",
+                artwork_url="https://img.example/8mile.jpg",
             )
     finally:
         await conn.close()
@@ -32,25 +35,38 @@ async def test_us1_a_track_added_with_asyncpg_is_scheduled(harness: Harness) -> 
     assert event.name == "track/ingestion.requested"
     assert event.id == "track-ingestion-USRC17607839"
     assert event.data == {
-        "isrc": "USRC17607839", "title": "Lose Yourself", "artist": "Eminem",
-        "album": "8 Mile", "artworkUrl": "https://img.example/8mile.jpg",
+        "isrc": "USRC17607839",
+        "title": "Lose Yourself",
+        "artist": "Eminem",
+        "album": "8 Mile",
+        "artworkUrl": "https://img.example/8mile.jpg",
     }
     await harness.wait_settled()
     row = await (await harness.conn()).fetchrow(
         "SELECT status, event_id, inngest_id, attempts, processed_at IS NOT NULL AS done "
-        "FROM outbox.messages WHERE id = $1", row_id,
+        "FROM outbox.messages WHERE id = $1",
+        row_id,
     )
     assert dict(row) == {
-        "status": "published", "event_id": "track-ingestion-USRC17607839",
-        "inngest_id": event.ulid, "attempts": 0, "done": True,
+        "status": "published",
+        "event_id": "track-ingestion-USRC17607839",
+        "inngest_id": event.ulid,
+        "attempts": 0,
+        "done": True,
     }
 
 
 async def test_us1_a_track_added_with_psycopg_is_scheduled(harness: Harness) -> None:
     await harness.start_relay()
     with psycopg.connect(harness.dsn) as conn, conn.transaction():
-        enqueue_track_psycopg(conn, isrc="GBAYE0000351", title="Help!", artist="The Beatles",
-                              album="Help!", priority=120)
+        enqueue_track_psycopg(
+            conn,
+            isrc="GBAYE0000351",
+            title="Help!",
+            artist="The Beatles",
+            album="Help!",
+            priority=120,
+        )
     await harness.standin.wait_for_events(1)
     assert harness.standin.events[0].data["priority"] == 120
 
@@ -70,8 +86,7 @@ async def test_us2_an_album_schedules_one_event_per_track(harness: Harness) -> N
     events = harness.standin.events
     assert len(events) == 12
     assert {e.id for e in events} == {f"track-ingestion-USWB1000{n:04d}" for n in range(12)}
-    assert all(e.data["album"] == "Rumours" and e.data["artist"] == "Fleetwood Mac"
-               for e in events)
+    assert all(e.data["album"] == "Rumours" and e.data["artist"] == "Fleetwood Mac" for e in events)
     [batch_log] = [entry for entry in logs if entry["event"] == "album_ingestion_batch"]
     assert batch_log["total_tracks"] == 12
     assert batch_log["scheduled_count"] == 12
@@ -99,8 +114,12 @@ async def test_us3_the_same_track_twice_is_one_ingestion_run(harness: Harness) -
     await harness.standin.wait_for_events(1)
     await harness.enqueue_track("USRC17607839", "Lose Yourself")
     # and again inside an album
-    await enqueue_album(await harness.conn(), title="Curtain Call", artist="Eminem",
-                        tracks=[{"isrc": "USRC17607839", "title": "Lose Yourself"}])
+    await enqueue_album(
+        await harness.conn(),
+        title="Curtain Call",
+        artist="Eminem",
+        tracks=[{"isrc": "USRC17607839", "title": "Lose Yourself"}],
+    )
     await harness.standin.wait_for_events(3)
     await harness.wait_settled()
     assert {e.id for e in harness.standin.events} == {"track-ingestion-USRC17607839"}
@@ -171,15 +190,16 @@ async def test_album_with_indexed_and_invalid_tracks_schedules_n_minus_m(harness
     assert len(harness.standin.events) == 4
     [summary] = [e for e in logs if e["event"] == "album_ingestion_batch"]
     assert (summary["total_tracks"], summary["scheduled_count"], summary["skipped_count"]) == (
-        7, 4, 3,
+        7,
+        4,
+        3,
     )
 
 
 async def test_an_album_without_tracks_is_an_error_log_and_skipped(harness: Harness) -> None:
     await harness.start_relay()
     with capture_logs() as logs:
-        album = await enqueue_album(await harness.conn(), title="Empty", artist="Nobody",
-                                    tracks=[])
+        album = await enqueue_album(await harness.conn(), title="Empty", artist="Nobody", tracks=[])
         await harness.wait_settled()
         await harness.enqueue_track("USRC17607839", "Next")
         await harness.standin.wait_for_events(1)
@@ -198,8 +218,9 @@ async def test_a_rolled_back_write_sends_nothing(harness: Harness) -> None:
         tx = conn.transaction()
         await tx.start()
         await enqueue_track(conn, isrc="USRC17600001", title="Never", artist="A", album="B")
-        await enqueue_album(conn, title="Never", artist="A",
-                            tracks=[{"isrc": "USRC17600002", "title": "x"}])
+        await enqueue_album(
+            conn, title="Never", artist="A", tracks=[{"isrc": "USRC17600002", "title": "x"}]
+        )
         await tx.rollback()
     finally:
         await conn.close()
@@ -213,7 +234,7 @@ async def test_a_rolled_back_write_sends_nothing(harness: Harness) -> None:
 
 async def test_notification_wakes_the_relay_long_before_the_poll(harness: Harness) -> None:
     relay = await harness.start_relay(poll_interval=30.0)
-    await relay.service.relay._listener.connected.wait()
+    await relay.wait_idle()
     await harness.enqueue_track("USRC17600004", "Quick")
     await harness.standin.wait_for_events(1, timeout=5.0)
     metrics = relay.service.metrics
@@ -223,7 +244,7 @@ async def test_notification_wakes_the_relay_long_before_the_poll(harness: Harnes
 async def test_polling_finds_rows_without_any_notification(harness: Harness) -> None:
     # With the trigger disabled no NOTIFY is ever sent: only the poll can find the row.
     relay = await harness.start_relay(poll_interval=0.1)
-    await relay.service.relay._listener.connected.wait()
+    await relay.wait_idle()
     conn = await harness.conn()
     await conn.execute("ALTER TABLE outbox.messages DISABLE TRIGGER messages_notify")
     await harness.enqueue_track("USRC17600005", "Silent")
@@ -231,4 +252,3 @@ async def test_polling_finds_rows_without_any_notification(harness: Harness) -> 
     wakeups = relay.service.metrics.wakeups
     assert wakeups.labels(cause="notify")._value.get() == 0
     assert wakeups.labels(cause="poll")._value.get() >= 1
-

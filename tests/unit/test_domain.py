@@ -40,8 +40,15 @@ def test_event_id_is_deterministic_unless_forced() -> None:
 
 def test_event_keeps_absent_keys_absent() -> None:
     event = encode_event(
-        row_id=1, isrc="USRC11700001", title="T", artist="A", album="Al",
-        artwork_url=None, priority=None, force=False, ts_ms=1_700_000_000_000,
+        row_id=1,
+        isrc="USRC11700001",
+        title="T",
+        artist="A",
+        album="Al",
+        artwork_url=None,
+        priority=None,
+        force=False,
+        ts_ms=1_700_000_000_000,
     )
     decoded = orjson.loads(event.body)
     assert decoded == {
@@ -54,8 +61,15 @@ def test_event_keeps_absent_keys_absent() -> None:
 
 def test_event_carries_optional_fields_when_given() -> None:
     event = encode_event(
-        row_id=9, isrc="USRC11700001", title="T", artist="A", album="Al",
-        artwork_url="https://img/x.jpg", priority=-600, force=True, ts_ms=1,
+        row_id=9,
+        isrc="USRC11700001",
+        title="T",
+        artist="A",
+        album="Al",
+        artwork_url="https://img/x.jpg",
+        priority=-600,
+        force=True,
+        ts_ms=1,
     )
     data = orjson.loads(event.body)["data"]
     assert data["artworkUrl"] == "https://img/x.jpg"
@@ -66,8 +80,17 @@ def test_event_carries_optional_fields_when_given() -> None:
 
 def test_batch_is_a_json_array_of_the_encoded_events() -> None:
     events = [
-        encode_event(row_id=i, isrc=f"USRC1170000{i}", title="T", artist="A", album="Al",
-                     artwork_url=None, priority=None, force=False, ts_ms=1)
+        encode_event(
+            row_id=i,
+            isrc=f"USRC1170000{i}",
+            title="T",
+            artist="A",
+            album="Al",
+            artwork_url=None,
+            priority=None,
+            force=False,
+            ts_ms=1,
+        )
         for i in range(3)
     ]
     assert [e["id"] for e in orjson.loads(encode_batch(events))] == [e.event_id for e in events]

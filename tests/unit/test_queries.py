@@ -10,8 +10,12 @@ from outbox_relay.db.queries import QUERIES, parse
 def test_all_relay_statements_are_present() -> None:
     assert {"claim", "finish", "requeue_dead", "summary", "recent_dead_letters"} <= set(QUERIES)
     assert "FOR UPDATE SKIP LOCKED" in QUERIES["claim"]
-    assert not any(line.lstrip().startswith("--") for q in QUERIES.values() for q_line in [q]
-                   for line in q_line.splitlines())
+    assert not any(
+        line.lstrip().startswith("--")
+        for q in QUERIES.values()
+        for q_line in [q]
+        for line in q_line.splitlines()
+    )
 
 
 def test_parse_rejects_a_repeated_name() -> None:
