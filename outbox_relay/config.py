@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         3 * 1024 * 1024, ge=1024, validation_alias=_env("OUTBOX_MAX_REQUEST_BYTES")
     )
+    refresh_interval: float = Field(10.0, gt=0, validation_alias=_env("OUTBOX_REFRESH_INTERVAL"))
+    # 0 keeps finished rows forever
+    retention_seconds: float = Field(
+        7 * 24 * 3600.0, ge=0, validation_alias=_env("OUTBOX_RETENTION_SECONDS")
+    )
+    retention_batch: int = Field(1000, ge=1, validation_alias=_env("OUTBOX_RETENTION_BATCH"))
     log_level: str = Field("info", validation_alias=_env("OUTBOX_LOG_LEVEL"))
     log_format: str = Field("auto", validation_alias=_env("OUTBOX_LOG_FORMAT"))
 

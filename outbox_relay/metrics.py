@@ -138,5 +138,27 @@ class RelayMetrics:
             registry=reg,
         )
         self.event_api_available.set(1)
+        self.pending_rows = Gauge(
+            p + "pending_rows", "Rows waiting to be published (refreshed on an interval).",
+            registry=reg,
+        )
+        self.dead_rows = Gauge(
+            p + "dead_rows", "Dead letters waiting for an operator.", registry=reg
+        )
+        self.oldest_pending_age = Gauge(
+            p + "oldest_pending_age_seconds",
+            "Age of the oldest pending row: the relay's lag.",
+            registry=reg,
+        )
+        self.table_dead_tuples = Gauge(
+            p + "table_dead_tuples",
+            "Dead tuples in outbox.messages (bloat shows here before it hurts).",
+            registry=reg,
+        )
+        self.retention_deleted = Counter(
+            p + "retention_deleted_total",
+            "Finished rows deleted by retention.",
+            registry=reg,
+        )
         self.info = Info(p + "build", "Version and replica id.", registry=reg)
         self.info.info({"version": __version__, "replica_id": replica_id})

@@ -108,3 +108,30 @@ SELECT id, kind, isrc, title, attempts, last_error, processed_at
 FROM outbox.dead_letters
 ORDER BY processed_at DESC NULLS LAST, id DESC
 LIMIT $1;
+
+-- name: gauges
+-- The outbox gauges, refreshed on an interval (never per scrape). Each part walks a partial
+-- index of pending or dead rows only, so done history does not make it slower.
+SELECT (SELECT count(*) FROM outbox.messages WHERE status = 'pending')               AS pending,
+       (SELECT count(*) FROM outbox.messages WHERE status = 'dead')                  AS dead,
+       (SELECT extract(epoch FROM now() - min(created_at))::float8
+        FROM outbox.messages WHERE status = 'pending')                              AS oldest_pending_age,
+       (SELECT n_dead_tup FROM pg_stat_user_tables
+        WHERE relid = 'outbox.messages'::regclass)                                   AS dead_tuples;
+
+-- name: delete_finished
+-- Deletes up to $2 published/skipped/fanned-out rows finished more than $1 seconds ago.
+-- SKIP LOCKED and a small batch keep each transaction short and replicas out of each other's
+-- way; dead rows are never deleted here.
+WITH doomed AS (
+    SELECT id
+    FROM outbox.messages
+    WHERE status IN ('published', 'skipped', 'fanned_out')
+      AND processed_at < now() - make_interval(secs => $1::float8)
+    ORDER BY processed_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM outbox.messages AS m
+USING doomed
+WHERE m.id = doomed.id;

@@ -31,6 +31,7 @@ from outbox_relay.domain.isrc import normalise_isrc, point_id
 from outbox_relay.errors import EventApiUnavailable
 from outbox_relay.metrics import RelayMetrics
 from outbox_relay.relay.listener import Listener
+from outbox_relay.relay.maintenance import Maintenance
 from outbox_relay.relay.ports import IndexChecker, IndexCheckError, Publisher, PublishResult
 from outbox_relay.relay.store import CONNECTION_ERRORS, OutboxStore, Outcomes
 
@@ -92,8 +93,10 @@ class Relay:
         checker: IndexChecker,
         metrics: RelayMetrics,
         config: RelayConfig,
+        maintenance: Maintenance | None = None,
     ) -> None:
         self._store = store
+        self._maintenance = maintenance
         self._publisher = publisher
         self._checker = checker
         self._metrics = metrics
@@ -136,6 +139,8 @@ class Relay:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._listener.run(self._stop), name="listener")
+                if self._maintenance is not None:
+                    group.create_task(self._maintenance.run(self._stop), name="maintenance")
                 group.create_task(self._loop(), name="loop")
         finally:
             await self._store.close()
@@ -158,7 +163,7 @@ class Relay:
                     continue
                 await self._idle()
         finally:
-            # The listener watches the same event; setting it ends the task group.
+            # The side tasks watch the same event; setting it ends the task group.
             self._stop.set()
 
     async def _idle(self) -> None:

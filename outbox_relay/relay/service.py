@@ -12,12 +12,14 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from outbox_relay.backoff import Backoff
 from outbox_relay.config import Settings
 from outbox_relay.http.server import create_app, start_site
 from outbox_relay.inngest.publisher import EventApiPublisher
 from outbox_relay.metrics import RelayMetrics
 from outbox_relay.qdrant.checker import QdrantIndexChecker
 from outbox_relay.relay.loop import Relay, RelayConfig
+from outbox_relay.relay.maintenance import Maintenance
 from outbox_relay.relay.store import OutboxStore
 
 log = structlog.get_logger("outbox_relay.relay")
@@ -56,6 +58,14 @@ class RelayService:
             publisher=self.publisher,
             checker=self.checker,
             metrics=self.metrics,
+            maintenance=Maintenance(
+                dsn,
+                metrics=self.metrics,
+                backoff=Backoff(settings.backoff_base, settings.backoff_cap),
+                refresh_interval=settings.refresh_interval,
+                retention_seconds=settings.retention_seconds or None,
+                retention_batch=settings.retention_batch,
+            ),
             config=RelayConfig(
                 batch_size=settings.batch_size,
                 poll_interval=settings.poll_interval,
