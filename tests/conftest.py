@@ -44,6 +44,9 @@ from outbox_relay.embedded.postgres import (
     dsn_with_database,
 )
 
+# The relay harness (fixtures ``standin`` and ``harness``) for every folder of the suite.
+pytest_plugins = ("relay.harness",)
+
 TEST_DATABASE_URL_ENV = "OUTBOX_TEST_DATABASE_URL"
 
 log = structlog.get_logger("tests.conftest")

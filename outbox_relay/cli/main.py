@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
+import asyncpg
 import structlog
 
 from outbox_relay import __version__
@@ -44,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--dead", type=int, default=10, help="recent dead letters to show")
 
+    requeue = commands.add_parser("requeue", help="dead letters back to pending")
+    which = requeue.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int, action="append", dest="ids", help="a row id (repeatable)")
+    which.add_argument("--reason", help="requeue dead letters whose last error contains this")
+    which.add_argument("--all", action="store_true", help="requeue every dead letter")
+
     demo = commands.add_parser("demo", help="the whole system on this machine, for a first look")
     demo.add_argument("--serve", action="store_true", help="keep running after the walkthrough")
 
@@ -55,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     standin.add_argument("--control-port", type=int, default=None)
     standin.add_argument("--keys", default=None, help="comma-separated accepted event keys")
     return parser
+
+
+@contextlib.asynccontextmanager
+async def _connect(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    conn: asyncpg.Connection = await asyncpg.connect(settings.require_database_url(), timeout=10)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,10 +112,21 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         await serve(settings.require_database_url(), settings.api_host, settings.api_port)
         return 0
     if args.command == "status":
-        from outbox_relay.cli.status import fetch_status, render_status
+        from outbox_relay.cli.status import render_status
+        from outbox_relay.db.admin import outbox_status
 
-        report = await fetch_status(settings.require_database_url(), dead_letters=args.dead)
-        print(json.dumps(report, indent=2, default=str) if args.json else render_status(report))
+        async with _connect(settings) as conn:
+            report = await outbox_status(conn, dead_letters=args.dead)
+        print(json.dumps(report, indent=2) if args.json else render_status(report))
+        return 0
+    if args.command == "requeue":
+        from outbox_relay.db.admin import requeue_dead
+
+        async with _connect(settings) as conn:
+            requeued = await requeue_dead(
+                conn, ids=args.ids, error_contains=args.reason, everything=args.all or False
+            )
+        print(f"requeued {len(requeued)} dead letter(s)")
         return 0
     if args.command == "demo":
         from outbox_relay.cli.demo import run_demo

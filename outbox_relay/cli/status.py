@@ -4,30 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
-
-from outbox_relay.db.queries import QUERIES
-
-
-async def fetch_status(dsn: str, *, dead_letters: int = 10) -> dict[str, Any]:
-    conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=10)
-    try:
-        summary = await conn.fetch(QUERIES["summary"])
-        dead = await conn.fetch(QUERIES["recent_dead_letters"], dead_letters)
-    finally:
-        await conn.close()
-    return {
-        "statuses": [
-            {
-                "status": row["status"],
-                "count": row["count"],
-                "oldest_age_seconds": row["oldest_age_seconds"],
-            }
-            for row in summary
-        ],
-        "recent_dead_letters": [dict(row) for row in dead],
-    }
-
 
 def _age(seconds: float | None) -> str:
     if seconds is None:
@@ -40,6 +16,7 @@ def _age(seconds: float | None) -> str:
 
 
 def render_status(report: dict[str, Any]) -> str:
+    """The report of :func:`outbox_relay.db.admin.outbox_status` as a readable table."""
     lines = [f"{'status':<12}{'count':>12}  oldest"]
     for row in report["statuses"]:
         lines.append(f"{row['status']:<12}{row['count']:>12}  {_age(row['oldest_age_seconds'])}")
@@ -48,7 +25,7 @@ def render_status(report: dict[str, Any]) -> str:
     if not dead:
         lines.append("no dead letters")
     else:
-        lines.append("recent dead letters:")
+        lines.append("recent dead letters (outbox-relay requeue --id N to retry):")
         for row in dead:
             lines.append(
                 f"  #{row['id']} {row['isrc'] or '-'} {row['title'] or ''!r} "

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from outbox_relay.backoff import Backoff
 from outbox_relay.config import Settings
+from outbox_relay.http.admin import add_admin_routes
 from outbox_relay.http.server import create_app, start_site
 from outbox_relay.inngest.publisher import EventApiPublisher
 from outbox_relay.metrics import RelayMetrics
@@ -81,9 +82,12 @@ class RelayService:
 
     async def run(self, *, handle_signals: bool = False) -> None:
         """Serves until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``)."""
-        app = create_app(
-            registry=self.metrics.registry,
-            ready=self.relay.readiness,
+        app = create_app(registry=self.metrics.registry, ready=self.relay.readiness)
+        token = self.settings.admin_token
+        add_admin_routes(
+            app,
+            dsn=self.settings.require_database_url(),
+            token=token.get_secret_value() if token is not None else None,
         )
         self._runner, self.http_port = await start_site(
             app, self.settings.http_host, self.settings.http_port

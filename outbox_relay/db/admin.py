@@ -1,0 +1,65 @@
+"""Operator actions on the outbox, shared by the CLI and the relay's admin endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import structlog
+
+from outbox_relay.db.queries import QUERIES
+
+log = structlog.get_logger("outbox_relay.admin")
+
+
+async def outbox_status(conn: asyncpg.Connection, *, dead_letters: int = 10) -> dict[str, Any]:
+    """Counts and oldest age per status, and the most recent dead letters."""
+    summary = await conn.fetch(QUERIES["summary"])
+    dead = await conn.fetch(QUERIES["recent_dead_letters"], dead_letters)
+    return {
+        "statuses": [
+            {
+                "status": row["status"],
+                "count": row["count"],
+                "oldest_age_seconds": row["oldest_age_seconds"],
+            }
+            for row in summary
+        ],
+        "recent_dead_letters": [
+            {
+                **dict(row),
+                "processed_at": row["processed_at"].isoformat() if row["processed_at"] else None,
+            }
+            for row in dead
+        ],
+    }
+
+
+async def requeue_dead(
+    conn: asyncpg.Connection,
+    *,
+    ids: Sequence[int] | None = None,
+    error_contains: str | None = None,
+    everything: bool = False,
+) -> list[int]:
+    """Dead letters back to pending with fresh attempts; returns the ids requeued.
+
+    Exactly one selector must be given, so "requeue nothing in particular" never means "all".
+    """
+    chosen = sum((ids is not None, error_contains is not None, everything))
+    if chosen != 1:
+        raise ValueError("give exactly one of: ids, error_contains, everything")
+    if ids is not None and not ids:
+        return []
+    rows = await conn.fetch(QUERIES["requeue_dead"], list(ids) if ids else None, error_contains)
+    requeued = [row["id"] for row in rows]
+    if requeued:
+        # The trigger only fires on INSERT: wake the relays so the rows go out now.
+        await conn.execute("SELECT pg_notify('outbox_relay', '')")
+    log.info(
+        "dead_letters_requeued",
+        count=len(requeued),
+        selector="ids" if ids else "error_contains" if error_contains else "all",
+    )
+    return requeued

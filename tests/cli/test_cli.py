@@ -1,0 +1,88 @@
+"""The ``outbox-relay`` command, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import psycopg
+
+ENV_KEYS = ("DATABASE_URL", "INNGEST_EVENT_KEY", "INNGEST_DEV", "QDRANT_URL")
+
+
+def run(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+    return subprocess.run(
+        [sys.executable, "-m", "outbox_relay", *args],
+        env={**base, "OUTBOX_LOG_FORMAT": "json", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_commands_that_need_a_database_say_which_variable_is_missing() -> None:
+    for command in ("migrate", "relay", "api", "status"):
+        result = run(command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "DATABASE_URL is not set" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_relay_without_an_event_key_outside_dev_mode_is_a_clear_error(database_url: str) -> None:
+    result = run("relay", DATABASE_URL=database_url, OUTBOX_HTTP_PORT="0")
+    assert result.returncode == 2
+    assert "INNGEST_EVENT_KEY is not set" in result.stderr
+
+
+def test_invalid_settings_name_the_variable_and_the_rule() -> None:
+    result = run("status", DATABASE_URL="postgresql://x@127.0.0.1:1/x", OUTBOX_BATCH_SIZE="0")
+    assert result.returncode == 2
+    assert "OUTBOX_BATCH_SIZE" in result.stderr and "greater than or equal to 1" in result.stderr
+
+
+def test_migrate_applies_once_then_is_a_no_op(fresh_database_url: str) -> None:
+    first = run("migrate", DATABASE_URL=fresh_database_url)
+    assert first.returncode == 0, first.stderr
+    assert "applied 3 migration(s): 001_outbox, 002_library, 003_retention_and_history" in (
+        first.stdout
+    )
+    again = run("migrate", DATABASE_URL=fresh_database_url)
+    assert again.returncode == 0
+    assert "applied 0 migration(s)" in again.stdout
+
+
+def test_status_and_requeue(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT outbox.enqueue_track('USRC17600001', 't', 'a', 'b')")
+        conn.execute("SELECT outbox.enqueue_track('USRC17600002', 'u', 'a', 'b')")
+        conn.execute(
+            "UPDATE outbox.messages SET status = 'dead', attempts = 5, last_error = '400: nope' "
+            "WHERE isrc = 'USRC17600002'"
+        )
+    text = run("status", DATABASE_URL=database_url)
+    assert text.returncode == 0, text.stderr
+    assert "pending" in text.stdout and "400: nope" in text.stdout
+    report = json.loads(run("status", "--json", DATABASE_URL=database_url).stdout)
+    counts = {row["status"]: row["count"] for row in report["statuses"]}
+    assert counts == {"pending": 1, "published": 0, "skipped": 0, "dead": 1, "fanned_out": 0}
+    assert report["recent_dead_letters"][0]["isrc"] == "USRC17600002"
+
+    assert run("requeue", DATABASE_URL=database_url).returncode == 2  # a selector is required
+    requeued = run("requeue", "--reason", "NOPE", DATABASE_URL=database_url)
+    assert requeued.returncode == 0 and "requeued 1 dead letter(s)" in requeued.stdout
+    assert "requeued 0" in run("requeue", "--all", DATABASE_URL=database_url).stdout
+
+
+def test_demo_runs_the_whole_system_and_exits_0() -> None:
+    result = run("demo", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "LOCAL STAND-IN of Inngest's Event API" in out
+    assert "received 6 events and would start 5 ingestion runs" in out
+    for reason in ("invalid_isrc", "already_indexed", "missing_isrc"):
+        assert reason in out
+    assert "published        6" in out

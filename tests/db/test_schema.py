@@ -1,0 +1,110 @@
+"""The outbox schema's behaviour: notifications, the summary view, validation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from outbox_relay.db.queries import QUERIES
+
+
+async def _listen(dsn: str) -> tuple[asyncpg.Connection, list[str]]:
+    conn = await asyncpg.connect(dsn)
+    received: list[str] = []
+    # a listener is called with (connection, pid, channel, payload)
+    await conn.add_listener("outbox_relay", lambda *args: received.append(args[3]))
+    return conn, received
+
+
+async def _settle(conn: asyncpg.Connection) -> None:
+    # A round trip on the listening connection delivers any notification already sent to it.
+    await conn.fetchval("SELECT 1")
+    await asyncio.sleep(0)
+
+
+async def test_a_1000_row_insert_sends_one_notification(database_url: str) -> None:
+    listener, received = await _listen(database_url)
+    writer = await asyncpg.connect(database_url)
+    try:
+        await writer.execute(
+            "SELECT outbox.enqueue_track('USRC1' || lpad(i::text, 7, '0'), 't', 'a', 'b') "
+            "FROM generate_series(1, 1000) AS i"
+        )
+        await writer.execute("SELECT pg_notify('outbox_relay', 'marker')")
+        async with asyncio.timeout(5):
+            while "marker" not in received:
+                await _settle(listener)
+        assert received == ["", "marker"]
+    finally:
+        await writer.close()
+        await listener.close()
+
+
+async def test_claims_and_fan_outs_send_no_notification(database_url: str) -> None:
+    """Otherwise every claim would wake every relay, whose claims would wake them again."""
+    writer = await asyncpg.connect(database_url)
+    await writer.execute(
+        """SELECT outbox.enqueue_album('A', 'B', '[{"isrc": "USRC17600001", "title": "t"}]')"""
+    )
+    listener, received = await _listen(database_url)
+    try:
+        claimed = await writer.fetch(QUERIES["claim"], 10, uuid.uuid4(), "r", 30.0)
+        assert len(claimed) == 2  # the album and its fanned-out track
+        empty = await writer.fetch(QUERIES["claim"], 10, uuid.uuid4(), "r", 30.0)
+        assert empty == []
+        await writer.execute("SELECT pg_notify('outbox_relay', 'marker')")
+        async with asyncio.timeout(5):
+            while "marker" not in received:
+                await _settle(listener)
+        assert received == ["marker"]
+    finally:
+        await writer.close()
+        await listener.close()
+
+
+async def test_summary_has_a_row_for_every_status(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT status, count FROM outbox.summary")
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in rows] == [
+        ("pending", 0), ("published", 0), ("skipped", 0), ("dead", 0), ("fanned_out", 0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("outbox.enqueue_track('x', E'\\t\\n', 'a', 'b')", "title must be a non-empty string"),
+        ("outbox.enqueue_track('x', 't', 'a', 'b', -601)", "priority must be an integer"),
+        ("outbox.enqueue_track('x', 't', repeat('a', 1001), 'b')", "artist must be at most 1000"),
+        ("outbox.enqueue_album('a', 'b', '\"x\"')", "tracks must be a JSON array (got string)"),
+        ("outbox.enqueue_album('a', 'b', NULL)", "tracks must be a JSON array (got null)"),
+        ("outbox.enqueue_album('a', 'b', '[1]')", "tracks[0] must be an object"),
+        ("outbox.enqueue_album('a', 'b', '[{\"title\": \"t\", \"isrc\": 5}]')",
+         "tracks[0].isrc must be a string or null"),
+    ],
+)
+async def test_enqueue_functions_name_the_field_and_rule(
+    database_url: str, call: str, message: str
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        with pytest.raises(asyncpg.PostgresError, match=message.replace("(", r"\(").replace(
+                ")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+            await conn.execute(f"SELECT {call}")
+        assert await conn.fetchval("SELECT count(*) FROM outbox.messages") == 0
+    finally:
+        await conn.close()
+
+
+async def test_a_title_made_of_letters_v_is_not_whitespace(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT outbox.enqueue_track('x', 'vvv', 'v', 'v')") == 1
+    finally:
+        await conn.close()
