@@ -1,0 +1,224 @@
+"""The Event API publisher against the stand-in over real HTTP: every event's fate is reported."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from outbox_relay.domain.events import TrackEvent, encode_event
+from outbox_relay.inngest.publisher import EventApiPublisher, RateLimiter, _retry_after
+from outbox_relay.inngest.standin import (
+    EventApiStandIn,
+    RateLimit,
+    Refuse,
+    Reject,
+    Status5xx,
+    Status429,
+)
+from outbox_relay.metrics import RelayMetrics
+
+
+def events(count: int, *, title: str = "Song", start: int = 0) -> list[TrackEvent]:
+    return [
+        encode_event(
+            row_id=start + n,
+            isrc=f"USPUB{start + n:07d}",
+            title=title,
+            artist="A",
+            album="B",
+            artwork_url=None,
+            priority=None,
+            force=False,
+            ts_ms=1_700_000_000_000,
+        )
+        for n in range(count)
+    ]
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[EventApiStandIn]:
+    async with EventApiStandIn() as standin:
+        yield standin
+
+
+def publisher(origin: str, key: str = "test-key", **kwargs: object) -> EventApiPublisher:
+    return EventApiPublisher(
+        origin=origin,
+        event_key=key,
+        timeout=2.0,
+        metrics=RelayMetrics(CollectorRegistry()),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_batch_is_one_request_and_every_event_gets_its_ulid(
+    api: EventApiStandIn,
+) -> None:
+    pub = publisher(api.base_url)
+    try:
+        result = await pub.publish(events(300))
+    finally:
+        await pub.close()
+    assert api.request_count == 1
+    assert [e.row_id for e, _ in result.accepted] == list(range(300))
+    assert [ulid for _, ulid in result.accepted] == [e.ulid for e in api.events]
+    assert not result.rejected and not result.unsent and result.outage is None
+
+
+async def test_requests_are_split_at_5000_events(api: EventApiStandIn) -> None:
+    pub = publisher(api.base_url)
+    try:
+        result = await pub.publish(events(12_001))
+    finally:
+        await pub.close()
+    assert [r.events_sent for r in api.requests] == [5000, 5000, 2001]
+    assert len(result.accepted) == 12_001
+
+
+async def test_requests_are_split_by_size(api: EventApiStandIn) -> None:
+    batch = events(40, title="x" * 200)
+    limit = 4 * batch[0].size + 10
+    pub = publisher(api.base_url, max_request_bytes=limit)
+    try:
+        result = await pub.publish(batch)
+    finally:
+        await pub.close()
+    assert len(result.accepted) == 40
+    assert api.request_count == 10
+    assert all(r.events_sent == 4 for r in api.requests)
+
+
+async def test_partial_acceptance_charges_only_the_bad_event(api: EventApiStandIn) -> None:
+    await api.inject(Reject(ids=frozenset({"track-ingestion-USPUB0000007"}), message="nope"))
+    pub = publisher(api.base_url)
+    try:
+        result = await pub.publish(events(20))
+    finally:
+        await pub.close()
+    assert [e.row_id for e, _ in result.rejected] == [7]
+    assert "nope" in result.rejected[0][1]
+    assert sorted(e.row_id for e, _ in result.accepted) == [n for n in range(20) if n != 7]
+    # accepted before the bad one, the bad one, then the rest: two requests, no bisection
+    assert api.request_count == 2
+    assert api.event_count == 19
+
+
+async def test_a_request_level_400_is_halved_until_accepted(api: EventApiStandIn) -> None:
+    api.max_events = 4
+    pub = publisher(api.base_url)
+    try:
+        result = await pub.publish(events(16))
+    finally:
+        await pub.close()
+    assert len(result.accepted) == 16 and not result.rejected
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        (Status5xx(503, body="html"), "5xx"),
+        (Status5xx(500), "5xx"),
+        (Status429(retry_after=7), "429"),
+        (Refuse(), "connection"),
+    ],
+)
+async def test_an_outage_stops_sending_and_returns_everything_unsent(
+    api: EventApiStandIn, fault: object, cause: str
+) -> None:
+    await api.inject(fault)  # type: ignore[arg-type]
+    pub = publisher(api.base_url)
+    try:
+        result = await pub.publish(events(6000))
+    finally:
+        await pub.close()
+    assert result.outage is not None and result.outage.cause == cause
+    assert len(result.unsent) == 6000 and not result.accepted
+    assert api.request_count <= 1  # the second chunk is not even tried
+    if cause == "429":
+        assert result.outage.retry_after == 7
+
+
+async def test_an_unknown_key_is_an_outage_not_a_rejection() -> None:
+    async with EventApiStandIn(keys=["right-key"]) as api:
+        pub = publisher(api.base_url, key="wrong-key")
+        try:
+            result = await pub.publish(events(3))
+            assert result.outage is not None and result.outage.cause == "auth"
+            assert "wrong-key" not in str(result.outage)
+            assert len(result.unsent) == 3
+        finally:
+            await pub.close()
+
+
+async def test_probe_succeeds_with_an_empty_array(api: EventApiStandIn) -> None:
+    pub = publisher(api.base_url)
+    try:
+        await pub.probe()
+    finally:
+        await pub.close()
+    assert api.event_count == 0 and api.request_count == 1
+
+
+async def test_a_200_with_the_wrong_number_of_ids_is_a_failure() -> None:
+    async def liar(_: web.Request) -> web.Response:
+        return web.json_response({"ids": ["01ONLYONE"], "status": 200})
+
+    app = web.Application()
+    app.router.add_post("/e/{key}", liar)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    pub = publisher(f"http://127.0.0.1:{port}")
+    try:
+        result = await pub.publish(events(3))
+    finally:
+        await pub.close()
+        await runner.cleanup()
+    assert result.outage is not None and result.outage.cause == "bad_response"
+    assert len(result.unsent) == 3 and not result.accepted
+
+
+async def test_the_client_side_rate_limit_keeps_under_the_servers(api: EventApiStandIn) -> None:
+    await api.inject(RateLimit(limit=5, window_s=0.5))
+    pub = publisher(api.base_url, rate_limit=(5, 0.5))
+    try:
+        for n in range(12):
+            result = await pub.publish(events(1, start=n))
+            assert result.outage is None, result.outage
+    finally:
+        await pub.close()
+    assert api.status_counts.get(429, 0) == 0
+    assert api.event_count == 12
+
+
+async def test_rate_limiter_allows_a_burst_then_spaces_requests() -> None:
+    limiter = RateLimiter(3, 0.3)
+    started = time.monotonic()
+    for _ in range(6):
+        await limiter.acquire()
+    assert time.monotonic() - started >= 0.28
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("", None), ("3", 3.0), ("0", 0.0), ("-4", 0.0), ("soon", None)],
+)
+def test_retry_after_seconds(value: str | None, expected: float | None) -> None:
+    assert _retry_after(value) == expected
+
+
+def test_retry_after_http_date_is_in_the_future() -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    parsed = _retry_after(when)
+    assert parsed is not None and 25 <= parsed <= 31
