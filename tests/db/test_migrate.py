@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def test_gaps_and_stray_names_are_refused(tmp_path: Path) -> None:
         load_migrations(tmp_path)
     (tmp_path / "003_c.sql").unlink()
     (tmp_path / "2-bad.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="NNN_lower_snake.sql"):
+    with pytest.raises(MigrationError, match=re.escape("NNN_lower_snake.sql")):
         load_migrations(tmp_path)
 
 

@@ -72,7 +72,11 @@ async def test_summary_has_a_row_for_every_status(database_url: str) -> None:
     finally:
         await conn.close()
     assert [tuple(r) for r in rows] == [
-        ("pending", 0), ("published", 0), ("skipped", 0), ("dead", 0), ("fanned_out", 0),
+        ("pending", 0),
+        ("published", 0),
+        ("skipped", 0),
+        ("dead", 0),
+        ("fanned_out", 0),
     ]
 
 
@@ -85,8 +89,10 @@ async def test_summary_has_a_row_for_every_status(database_url: str) -> None:
         ("outbox.enqueue_album('a', 'b', '\"x\"')", "tracks must be a JSON array (got string)"),
         ("outbox.enqueue_album('a', 'b', NULL)", "tracks must be a JSON array (got null)"),
         ("outbox.enqueue_album('a', 'b', '[1]')", "tracks[0] must be an object"),
-        ("outbox.enqueue_album('a', 'b', '[{\"title\": \"t\", \"isrc\": 5}]')",
-         "tracks[0].isrc must be a string or null"),
+        (
+            "outbox.enqueue_album('a', 'b', '[{\"title\": \"t\", \"isrc\": 5}]')",
+            "tracks[0].isrc must be a string or null",
+        ),
     ],
 )
 async def test_enqueue_functions_name_the_field_and_rule(
@@ -94,8 +100,13 @@ async def test_enqueue_functions_name_the_field_and_rule(
 ) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        with pytest.raises(asyncpg.PostgresError, match=message.replace("(", r"\(").replace(
-                ")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        with pytest.raises(
+            asyncpg.PostgresError,
+            match=message.replace("(", r"\(")
+            .replace(")", r"\)")
+            .replace("[", r"\[")
+            .replace("]", r"\]"),
+        ):
             await conn.execute(f"SELECT {call}")
         assert await conn.fetchval("SELECT count(*) FROM outbox.messages") == 0
     finally:

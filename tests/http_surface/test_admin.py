@@ -42,8 +42,13 @@ async def admin(harness: Harness) -> tuple[Harness, str]:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
-     {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": f"bearer{TOKEN}"}],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": f"bearer{TOKEN}"},
+    ],
     ids=["missing", "wrong", "no-scheme", "longer", "malformed"],
 )
 async def test_admin_refuses_a_missing_or_wrong_token(
