@@ -139,7 +139,8 @@ class RelayMetrics:
         )
         self.event_api_available.set(1)
         self.pending_rows = Gauge(
-            p + "pending_rows", "Rows waiting to be published (refreshed on an interval).",
+            p + "pending_rows",
+            "Rows waiting to be published (refreshed on an interval).",
             registry=reg,
         )
         self.dead_rows = Gauge(

@@ -60,8 +60,10 @@ def add_admin_routes(app: web.Application, *, dsn: str, token: str | None) -> No
         raw = request.query.get("dead_letters", "10")
         if not raw.isdigit():
             return web.json_response(
-                {"error": "validation_error",
-                 "fields": [{"field": "dead_letters", "rule": "must be a whole number"}]},
+                {
+                    "error": "validation_error",
+                    "fields": [{"field": "dead_letters", "rule": "must be a whole number"}],
+                },
                 status=422,
             )
         limit = min(int(raw), 1000)
