@@ -252,3 +252,46 @@ async def test_polling_finds_rows_without_any_notification(harness: Harness) -> 
     wakeups = relay.service.metrics.wakeups
     assert wakeups.labels(cause="notify")._value.get() == 0
     assert wakeups.labels(cause="poll")._value.get() >= 1
+
+
+async def test_us1_to_us4_through_the_http_api(harness: Harness) -> None:
+    """Track, album, repeat and an indexed track, all through POST /v1/library/*."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from outbox_relay.write.api import create_app
+
+    await harness.seed_indexed(["GBAYE0601498"])
+    await harness.start_relay()
+    api = TestClient(TestServer(create_app(harness.dsn)))
+    await api.start_server()
+    try:
+        track = {
+            "isrc": "usrc17607839",
+            "title": "Lose Yourself",
+            "artist": "Eminem",
+            "album": "8 Mile",
+        }
+        for body in (track, track, {**track, "isrc": "GBAYE0601498", "title": "Indexed"}):
+            response = await api.post("/v1/library/tracks", json=body)
+            assert response.status == 201
+        album = {
+            "title": "Rumours",
+            "artist": "Fleetwood Mac",
+            "tracks": [{"isrc": f"USWB1000239{n}", "title": f"T{n}"} for n in range(3)],
+        }
+        response = await api.post("/v1/library/albums", json=album)
+        assert response.status == 201
+        ids = await response.json()
+        await harness.wait_settled(expected=6)
+    finally:
+        await api.close()
+    sent = sorted(e.id or "" for e in harness.standin.events)
+    assert sent == ["track-ingestion-USRC17607839"] * 2 + [
+        f"track-ingestion-USWB1000239{n}" for n in range(3)
+    ]
+    assert harness.standin.runs_for("track-ingestion-USRC17607839") == 1
+    children = await (await harness.conn()).fetchval(
+        "SELECT count(*) FROM outbox.messages WHERE parent_id = $1 AND status = 'published'",
+        ids["outboxId"],
+    )
+    assert children == 3
