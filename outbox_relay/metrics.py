@@ -161,5 +161,19 @@ class RelayMetrics:
             "Finished rows deleted by retention.",
             registry=reg,
         )
+        self.ready = Gauge(
+            p + "ready",
+            "1 when /readyz would answer 200: database reachable and LISTEN connected.",
+            registry=reg,
+        )
         self.info = Info(p + "build", "Version and replica id.", registry=reg)
         self.info.info({"version": __version__, "replica_id": replica_id})
+        # Every known label value starts at 0, so the first increment is visible to rate().
+        for reason in ("missing_isrc", "invalid_isrc", "already_indexed", "no_tracks"):
+            self.events_skipped.labels(reason=reason)
+        for cause in ("connection", "timeout", "4xx", "5xx", "429", "auth", "bad_response"):
+            self.publish_failures.labels(cause=cause)
+        for cause in ("notify", "poll", "backlog", "reconnect"):
+            self.wakeups.labels(cause=cause)
+        for status_class in ("2xx", "4xx", "5xx", "error"):
+            self.event_api_request_duration.labels(status_class=status_class)

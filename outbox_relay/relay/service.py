@@ -77,6 +77,8 @@ class RelayService:
                 retry_cap=settings.retry_cap,
             ),
         )
+        # Computed at scrape time, so it can never disagree with /readyz.
+        self.metrics.ready.set_function(lambda: float(all(self.relay.readiness().values())))
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
 

@@ -1,0 +1,1 @@
+"""Operations: Prometheus, Grafana, the container image and compose."""
