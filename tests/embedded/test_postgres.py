@@ -694,6 +694,10 @@ def test_external_server_mode(server: LocalPostgres, reachable_tmp: Path) -> Non
     server.create_database("someone_elses")
     try:
         shutil.copy(TESTS_DIR / "conftest.py", reachable_tmp / "conftest.py")
+        # the root conftest registers the relay harness as a plugin
+        (reachable_tmp / "relay").mkdir()
+        (reachable_tmp / "relay" / "__init__.py").write_text("")
+        shutil.copy(TESTS_DIR / "relay" / "harness.py", reachable_tmp / "relay" / "harness.py")
         (reachable_tmp / "test_external.py").write_text(_EXTERNAL_TESTS)
         (reachable_tmp / "pytest.ini").write_text("[pytest]\n")
         env = {
