@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
-import orjson
+from outbox_relay.write.arguments import check_flags, encode_tracks
 
 __all__ = ["enqueue_album", "enqueue_track"]
 
@@ -47,28 +47,6 @@ class Executor(Protocol):
     """What the helpers need of a connection: ``asyncpg.Connection`` or a pool's proxy."""
 
     async def fetchval(self, query: str, *args: Any) -> Any: ...
-
-
-def _check_flags(priority: int | None, force: bool) -> None:
-    """Refuses Python values that PostgreSQL would silently coerce into something else.
-
-    ``True`` is an ``int`` to Python and casts to 1 in SQL; a priority of ``True`` is a bug.
-    """
-    if isinstance(priority, bool) or not (priority is None or isinstance(priority, int)):
-        raise TypeError(f"priority must be an int or None, not {type(priority).__name__}")
-    if not isinstance(force, bool):
-        raise TypeError(f"force must be a bool, not {type(force).__name__}")
-
-
-def _encode_tracks(tracks: Sequence[Mapping[str, Any]]) -> str:
-    """``tracks`` as JSON text; names the argument when it cannot be encoded."""
-    try:
-        return orjson.dumps(tracks).decode()
-    except orjson.JSONEncodeError as exc:
-        raise TypeError(
-            f"enqueue_album: tracks must be a JSON array of objects with isrc, title and "
-            f"artist ({exc})"
-        ) from exc
 
 
 async def enqueue_track(
@@ -98,7 +76,7 @@ async def enqueue_track(
     ``asyncpg.exceptions.DataError`` (SQLSTATE class 22) whose message names the argument, and
     abort the transaction.
     """
-    _check_flags(priority, force)
+    check_flags(priority, force)
     outbox_id = await conn.fetchval(
         ENQUEUE_TRACK_SQL, isrc, title, artist, album, priority, force, artwork_url
     )
@@ -132,6 +110,6 @@ async def enqueue_album(
     JSON raise ``TypeError`` before anything is sent.
     """
     outbox_id = await conn.fetchval(
-        ENQUEUE_ALBUM_SQL, title, artist, _encode_tracks(tracks), artwork_url
+        ENQUEUE_ALBUM_SQL, title, artist, encode_tracks(tracks).decode(), artwork_url
     )
     return int(outbox_id)

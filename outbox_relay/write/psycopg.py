@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import orjson
 from psycopg import AsyncConnection, Connection
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
+
+from outbox_relay.write.arguments import check_flags, encode_tracks
 
 __all__ = ["enqueue_album", "enqueue_album_async", "enqueue_track", "enqueue_track_async"]
 
@@ -37,14 +38,6 @@ ENQUEUE_TRACK_SQL: Final = (
 ENQUEUE_ALBUM_SQL: Final = "SELECT outbox.enqueue_album(%s::text, %s::text, %s::jsonb, %s::text)"
 
 
-def _check_flags(priority: int | None, force: bool) -> None:
-    # PostgreSQL casts true to 1 and 'yes' to true: refuse what would be silently coerced.
-    if isinstance(priority, bool) or not (priority is None or isinstance(priority, int)):
-        raise TypeError(f"priority must be an int or None, not {type(priority).__name__}")
-    if not isinstance(force, bool):
-        raise TypeError(f"force must be a bool, not {type(force).__name__}")
-
-
 def _identity(encoded: Any) -> Any:
     return encoded
 
@@ -55,13 +48,7 @@ def _tracks_param(tracks: Sequence[Mapping[str, Any]]) -> Jsonb:
     Encoding before the query (rather than letting the dumper call orjson mid-execute) names
     the argument in the error, and ignores any ``set_json_dumps`` the caller configured.
     """
-    try:
-        encoded = orjson.dumps(tracks)
-    except orjson.JSONEncodeError as exc:
-        raise TypeError(
-            f"enqueue_album: tracks must be a JSON array of objects with isrc, title and "
-            f"artist ({exc})"
-        ) from exc
+    encoded = encode_tracks(tracks)
     return Jsonb(encoded, dumps=_identity)
 
 
@@ -87,7 +74,7 @@ def enqueue_track(
     A missing or malformed ``isrc`` is accepted (the relay records the track as skipped); other
     invalid arguments raise ``psycopg.DataError`` naming the argument.
     """
-    _check_flags(priority, force)
+    check_flags(priority, force)
     # A cursor of our own with tuple rows: the connection's row factory may be dict_row.
     with conn.cursor(row_factory=tuple_row) as cursor:
         cursor.execute(
@@ -145,7 +132,7 @@ async def enqueue_track_async(
             conn, isrc=isrc, title=title, artist=artist, album=album
         )
     """
-    _check_flags(priority, force)
+    check_flags(priority, force)
     async with conn.cursor(row_factory=tuple_row) as cursor:
         await cursor.execute(
             ENQUEUE_TRACK_SQL, (isrc, title, artist, album, priority, force, artwork_url)

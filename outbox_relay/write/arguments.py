@@ -1,0 +1,35 @@
+"""Argument checks shared by the asyncpg and psycopg enqueue helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+
+def check_flags(priority: int | None, force: bool) -> None:
+    """Refuses Python values that PostgreSQL would silently coerce into something else.
+
+    ``True`` is an ``int`` to Python and casts to 1 in SQL; a priority of ``True`` is a bug,
+    and so is a force of ``"yes"``.
+    """
+    if isinstance(priority, bool) or not (priority is None or isinstance(priority, int)):
+        raise TypeError(f"priority must be an int or None, not {type(priority).__name__}")
+    if not isinstance(force, bool):
+        raise TypeError(f"force must be a bool, not {type(force).__name__}")
+
+
+def encode_tracks(tracks: Sequence[Mapping[str, Any]]) -> bytes:
+    """``tracks`` as JSON; names the argument when it cannot be encoded.
+
+    Encoding before the query, with orjson, ignores whatever JSON codec the caller configured on
+    the connection and reports the problem against ``tracks``, not deep inside the driver.
+    """
+    try:
+        return orjson.dumps(tracks)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(
+            f"enqueue_album: tracks must be a JSON array of objects with isrc, title and "
+            f"artist ({exc})"
+        ) from exc
