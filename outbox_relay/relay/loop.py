@@ -113,6 +113,8 @@ class Relay:
             backoff=Backoff(config.backoff_base, config.backoff_cap),
         )
         self._outage: EventApiUnavailable | None = None
+        # A batch claimed while the previous one was being published (see _claim_and_process).
+        self._ahead: tuple[uuid.UUID, Sequence[asyncpg.Record]] | None = None
         # Set while the loop waits for work: lets tests and tools act "between batches".
         self.idle = asyncio.Event()
         self._database_ok = False
@@ -152,7 +154,6 @@ class Relay:
                 if self._outage is not None:
                     await self._wait_for_event_api()
                     continue
-                self._wake.clear()
                 try:
                     claimed = await self._claim_and_process()
                 except CONNECTION_ERRORS as exc:
@@ -165,6 +166,7 @@ class Relay:
         finally:
             # The side tasks watch the same event; setting it ends the task group.
             self._stop.set()
+            await self._release_ahead()
 
     async def _idle(self) -> None:
         """Sleeps until a notification, the poll interval, or stop."""
@@ -196,8 +198,19 @@ class Relay:
     # -- one batch ---------------------------------------------------------------------------
 
     async def _claim_and_process(self) -> int:
-        """Claims one batch and sees it through; returns how many rows were claimed."""
-        token, rows = await self._store.claim(self._config.batch_size)
+        """Claims one batch and sees it through; returns how many rows were claimed.
+
+        When the batch is full there is more waiting, so the next claim runs on the database
+        while this batch is checked and published (the connection is free then), and is
+        collected before this batch's outcomes are written. An outage or a stop hands that
+        claimed-ahead batch back at once (:meth:`_release_ahead`).
+        """
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            # Cleared just before each claim: a notification after this point wakes us again.
+            self._wake.clear()
+            ahead = await self._store.claim(self._config.batch_size)
+        token, rows = ahead
         self._database_ok = True
         self._db_backoff.reset()
         if not rows:
@@ -216,16 +229,59 @@ class Relay:
                 tracks.append(row)
         self._metrics.batch_size.observe(claimed)
 
-        events = await self._check_and_encode(batch, tracks)
-        result = await self._publisher.publish(events) if events else PublishResult()
-        self._record(batch, result)
+        claim_ahead = None
+        if claimed >= self._config.batch_size and not self._stop.is_set():
+            self._wake.clear()
+            claim_ahead = asyncio.create_task(self._store.claim(self._config.batch_size))
+        try:
+            events = await self._check_and_encode(batch, tracks)
+            result = await self._publisher.publish(events) if events else PublishResult()
+            self._record(batch, result)
+        finally:
+            if claim_ahead is not None:
+                self._ahead = await self._collect(claim_ahead)
         await self._finish(batch)
         self._log_albums(batch)
         self.batches += 1
         self._metrics.batch_duration.observe(time.perf_counter() - started)
         if result.outage is not None:
             self._enter_outage(result.outage, unsent=len(result.unsent))
+            await self._release_ahead()
         return claimed
+
+    @staticmethod
+    async def _collect(
+        claim: asyncio.Task[tuple[uuid.UUID, Sequence[asyncpg.Record]]],
+    ) -> tuple[uuid.UUID, Sequence[asyncpg.Record]] | None:
+        try:
+            token, rows = await claim
+        except CONNECTION_ERRORS:
+            return None  # the next claim reconnects, and reports the error if it persists
+        return (token, rows) if rows else None
+
+    async def _release_ahead(self) -> None:
+        """Hands a claimed-ahead batch back uncharged (an outage began, or the relay stops)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        token, rows = ahead
+        batch = _Batch(token)
+        for row in rows:
+            if row["kind"] == "album":
+                # Already fanned out by the claim: its tracks are released below.
+                self._album_claimed(batch, row)
+            else:
+                batch.outcomes.released(row["id"])
+        try:
+            await asyncio.shield(self._store.finish(token, batch.outcomes))
+        except CONNECTION_ERRORS as exc:
+            log.warning(
+                "database_error",
+                error=f"{type(exc).__name__}: {exc}",
+                action="handing back a claimed-ahead batch; its lease will expire instead",
+                rows=len(batch.outcomes),
+            )
+        self._metrics.rows_released.inc(len(batch.outcomes))
 
     def _album_claimed(self, batch: _Batch, row: asyncpg.Record) -> None:
         """An album row arrives already fanned out; its tracks follow as rows of their own."""

@@ -1,0 +1,769 @@
+"""``scripts/bench``: the relay against a real PostgreSQL, the Event API stand-in and Qdrant.
+
+Everything runs on this machine, each part in its own process so none shares the relay's event
+loop: PostgreSQL (:class:`LocalPostgres` with **durable defaults**: fsync, synchronous_commit
+and full_page_writes on), the Event API stand-in (``python -m outbox_relay.inngest.standin``),
+relays (``python -m outbox_relay relay``, logging JSON to a file as in production) and the
+raw-asyncpg baseline (``python -m bench.raw``). This process only writes rows and watches.
+
+Every figure is the median of ``--repeat`` runs; every speed is also given as a ratio to a
+baseline measured in the same run, because the machine is shared and absolute numbers drift.
+``--smoke`` runs every scenario tiny, with no thresholds (CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from qdrant_client import AsyncQdrantClient, models
+
+from outbox_relay.db.migrate import migrate
+from outbox_relay.domain.isrc import point_id
+from outbox_relay.embedded.postgres import LocalPostgres, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENT_KEY = "NO_EVENT_KEY_SET"  # what a relay in dev mode sends
+INDEXED_EVERY = 10  # every 10th B1/B6/B7 track is already in Qdrant, so batches really check
+
+
+@dataclass(frozen=True)
+class Profile:
+    drain_rows: int  # B1, B7
+    rates: tuple[int, ...]  # B2
+    latency_seconds: float
+    write_seconds: float  # B3, per variant
+    album_tracks: int  # B4
+    backlog_small: int  # B5
+    backlog_large: int
+    backlog_done: int
+    backlog_window: int  # rows timed in B5, after the first `backlog_skip`
+    backlog_skip: int
+    replica_rows: int  # B6
+    replicas: tuple[int, ...] = (1, 2, 4)
+
+
+FULL = Profile(
+    drain_rows=100_000,
+    rates=(100, 500, 2000),
+    latency_seconds=10.0,
+    write_seconds=5.0,
+    album_tracks=1000,
+    backlog_small=10_000,
+    backlog_large=1_000_000,
+    backlog_done=1_000_000,
+    backlog_window=8_000,
+    backlog_skip=1_000,
+    replica_rows=50_000,
+)
+# For iterating on an optimisation: the same shapes, a few minutes instead of many.
+MEDIUM = Profile(
+    drain_rows=20_000,
+    rates=(100, 500, 2000),
+    latency_seconds=3.0,
+    write_seconds=2.0,
+    album_tracks=1000,
+    backlog_small=10_000,
+    backlog_large=200_000,
+    backlog_done=200_000,
+    backlog_window=8_000,
+    backlog_skip=1_000,
+    replica_rows=10_000,
+)
+SMOKE = Profile(
+    drain_rows=1_000,
+    rates=(100, 500, 2000),
+    latency_seconds=0.5,
+    write_seconds=0.5,
+    album_tracks=100,
+    backlog_small=600,
+    backlog_large=3_000,
+    backlog_done=3_000,
+    backlog_window=400,
+    backlog_skip=100,
+    replica_rows=1_000,
+    replicas=(1, 2),
+)
+
+# Targets of issue 5 (full mode only): (scenario, figure) -> (comparison, bound).
+TARGETS: dict[tuple[str, str], tuple[str, float]] = {
+    ("B1", "relay/limit"): (">=", 0.70),
+    ("B2", "p99_ms@500"): ("<=", 3.0),
+    ("B2", "p99_ms@2000"): ("<=", 10.0),
+    ("B3", "b/a"): (">=", 0.80),
+    ("B3", "b/c"): (">=", 0.95),
+    ("B4", "commit_to_last_ms"): ("<=", 200.0),
+    ("B5", "large/small"): (">=", 0.90),
+    ("B5", "peak_rss_mb"): ("<=", 150.0),
+    ("B6", "2/1"): (">=", 0.95),
+    ("B6", "4/1"): (">=", 0.95),
+    ("B7", "b7/b1"): (">=", 0.80),
+}
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# -- the processes ----------------------------------------------------------------------------
+
+
+@dataclass
+class StandIn:
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    control_url: str
+
+    @classmethod
+    def start(cls) -> StandIn:
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "outbox_relay.inngest.standin"),
+                *("--port", "0", "--control-port", "0", "--log-level", "warning"),
+            ],
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        assert proc.stdout is not None
+        line = json.loads(proc.stdout.readline())
+        return cls(proc, line["base_url"], line["control_url"])
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class Control:
+    """The stand-in's control surface: reset, wait for N events, list events."""
+
+    def __init__(self, url: str, http: aiohttp.ClientSession) -> None:
+        self._url = url
+        self._http = http
+
+    async def reset(self) -> None:
+        async with self._http.post(f"{self._url}/_standin/reset") as response:
+            response.raise_for_status()
+
+    async def wait_events(self, count: int, timeout: float = 600.0) -> float:
+        """Returns the time (time.time) when the stand-in held ``count`` events."""
+        url = f"{self._url}/_standin/wait?events={count}&timeout={timeout}"
+        async with self._http.get(url, timeout=aiohttp.ClientTimeout(timeout + 10)) as response:
+            body = await response.json()
+            if response.status != 200:
+                raise TimeoutError(f"stand-in: {body}")
+        return time.time()
+
+    async def received(self) -> dict[str, float]:
+        """Event id -> receive time of every event recorded since the last reset."""
+        async with self._http.get(f"{self._url}/_standin/events") as response:
+            listing = await response.json()
+        return {event["id"]: event["received_at"] for event in listing["events"]}
+
+
+@dataclass
+class Worker:
+    """A relay (or the raw baseline) as an OS process."""
+
+    proc: subprocess.Popen[bytes]
+    http_port: int | None
+    log: Path
+
+    def peak_rss_mb(self) -> float:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class Bench:
+    pg: LocalPostgres
+    standin: StandIn
+    control: Control
+    http: aiohttp.ClientSession
+    tmp: Path
+    qdrant_seed: Path
+    template: str
+    _serial: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def _next(self, prefix: str) -> str:
+        self._serial += 1
+        return f"{prefix}{self._serial}"
+
+    # -- databases --
+
+    @contextlib.asynccontextmanager
+    async def database(self, template: str | None = None) -> AsyncIterator[str]:
+        """A fresh migrated database (a clone), dropped afterwards."""
+        name = self._next("bench_")
+        source = template or self.template
+        strategy = "file_copy" if source != self.template else None
+        await asyncio.to_thread(self.pg.create_database, name, source, strategy)  # type: ignore[arg-type]
+        try:
+            yield self.pg.dsn_for(name)
+        finally:
+            await asyncio.to_thread(self.pg.drop_database, name)
+
+    # -- workers --
+
+    def _qdrant_copy(self) -> Path:
+        path = self.tmp / self._next("qdrant-")
+        shutil.copytree(self.qdrant_seed, path)
+        return path
+
+    def spawn_relay(self, dsn: str, **env: str) -> Worker:
+        name = self._next("relay-")
+        port = free_port()
+        log = self.tmp / f"{name}.log"
+        variables = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "INNGEST_EVENT_API_BASE_URL": self.standin.base_url,
+            "INNGEST_DEV": "1",
+            "QDRANT_PATH": str(self._qdrant_copy()),
+            "OUTBOX_HTTP_HOST": "127.0.0.1",
+            "OUTBOX_HTTP_PORT": str(port),
+            "OUTBOX_REPLICA_ID": name,
+            "OUTBOX_LOG_FORMAT": "json",
+            # Inngest Cloud's 75 requests / 5 s would cap a relay at 7,500 events/s; the
+            # stand-in plays a self-hosted server, which has no such limit.
+            "OUTBOX_RATE_LIMIT_REQUESTS": "1000000",
+            **env,
+        }
+        variables.pop("QDRANT_URL", None)
+        command = [sys.executable, "-m", "outbox_relay", "relay"]
+        profile_dir = os.environ.get("OUTBOX_BENCH_PROFILE")  # cProfile each relay into here
+        if profile_dir:
+            command[1:1] = ["-m", "cProfile", "-o", f"{profile_dir}/{name}.prof"]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                command,
+                env=variables,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        return Worker(proc, port, log)
+
+    def spawn_raw(self, dsn: str) -> Worker:
+        log = self.tmp / f"{self._next('raw-')}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "bench.raw", "--dsn", dsn),
+                    *("--url", f"{self.standin.base_url}/e/{EVENT_KEY}"),
+                    *("--qdrant-path", str(self._qdrant_copy())),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+        return Worker(proc, None, log)
+
+    async def ready(self, *workers: Worker, timeout: float = 60.0) -> None:
+        async def one(worker: Worker) -> None:
+            deadline = time.monotonic() + timeout
+            while True:
+                if worker.proc.poll() is not None:
+                    raise RuntimeError(f"{worker.log.name} exited:\n{worker.log.read_text()}")
+                if worker.http_port is None:
+                    if worker.log.read_text().startswith("ready"):
+                        return
+                else:
+                    with contextlib.suppress(aiohttp.ClientError):
+                        url = f"http://127.0.0.1:{worker.http_port}/readyz"
+                        async with self.http.get(url) as response:
+                            if response.status == 200:
+                                return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{worker.log.name} not ready:\n{worker.log.read_text()}")
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(one(w) for w in workers))
+
+    @contextlib.asynccontextmanager
+    async def running(self, workers: list[Worker]) -> AsyncIterator[list[Worker]]:
+        try:
+            await self.ready(*workers)
+            yield workers
+        finally:
+            for worker in workers:
+                worker.stop()
+
+
+# -- seeding ----------------------------------------------------------------------------------
+
+
+def bench_isrc(i: int) -> str:
+    return f"BENCH{i:07d}"
+
+
+async def seed_qdrant(path: Path, rows: int) -> None:
+    client = AsyncQdrantClient(path=str(path))
+    try:
+        await client.create_collection(
+            "tracks", vectors_config=models.VectorParams(size=2, distance=models.Distance.COSINE)
+        )
+        indexed = [i for i in range(1, rows + 1) if i % INDEXED_EVERY == 0]
+        for start in range(0, len(indexed), 2000):
+            await client.upsert(
+                "tracks",
+                points=[
+                    models.PointStruct(id=point_id(bench_isrc(i)), vector=[1.0, 0.5])
+                    for i in indexed[start : start + 2000]
+                ],
+            )
+    finally:
+        await client.close()
+
+
+ENQUEUE_MANY = """
+SELECT outbox.enqueue_track('BENCH' || lpad(i::text, 7, '0'), 'Song ' || i, 'Artist', 'Album')
+FROM generate_series(1, $1) AS i
+"""
+
+
+async def enqueue_many(dsn: str, rows: int) -> float:
+    """``rows`` tracks in one transaction (one NOTIFY); returns the commit time."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(ENQUEUE_MANY, rows)
+        return time.time()
+    finally:
+        await conn.close()
+
+
+def published_of(rows: int) -> int:
+    return rows - rows // INDEXED_EVERY
+
+
+async def check_drained(dsn: str, rows: int) -> None:
+    """Every row done, none twice; fails the benchmark loudly otherwise."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for _ in range(200):
+            pending = await conn.fetchval(
+                "SELECT count(*) FROM outbox.messages WHERE status = 'pending'"
+            )
+            if pending == 0:
+                break
+            await asyncio.sleep(0.05)
+        counts = dict(
+            await conn.fetch("SELECT status, count(*) FROM outbox.messages GROUP BY status")
+        )
+    finally:
+        await conn.close()
+    expected = {"published": published_of(rows), "skipped": rows // INDEXED_EVERY}
+    if {k: v for k, v in counts.items() if v} != {k: v for k, v in expected.items() if v}:
+        raise AssertionError(f"drain incomplete: {counts}, expected {expected}")
+
+
+async def drain_once(bench: Bench, dsn: str, workers: list[Worker], rows: int) -> float:
+    """Enqueues ``rows`` at once with the workers idle; rows/s from commit to last event."""
+    async with bench.running(workers):
+        await bench.control.reset()
+        committed = await enqueue_many(dsn, rows)
+        done = await bench.control.wait_events(published_of(rows))
+        await check_drained(dsn, rows)
+    return rows / (done - committed)
+
+
+# -- scenarios --------------------------------------------------------------------------------
+
+Figures = dict[str, float]
+
+
+async def b1_drain(bench: Bench, p: Profile, repeat: int) -> Figures:
+    relay: list[float] = []
+    limit: list[float] = []
+    for _ in range(repeat):
+        async with bench.database() as dsn:
+            limit.append(await drain_once(bench, dsn, [bench.spawn_raw(dsn)], p.drain_rows))
+        async with bench.database() as dsn:
+            relay.append(await drain_once(bench, dsn, [bench.spawn_relay(dsn)], p.drain_rows))
+    return {
+        "rows": p.drain_rows,
+        "relay_rows_per_s": median(relay),
+        "limit_rows_per_s": median(limit),
+        "relay/limit": median(relay) / median(limit),
+    }
+
+
+async def paced_writes(dsn: str, rate: int, seconds: float, tag: str) -> dict[str, float]:
+    """Writes ``rate`` tracks a second (each its own transaction); event id -> commit time."""
+    pool = await asyncpg.create_pool(dsn, min_size=8, max_size=8)
+    committed: dict[str, float] = {}
+
+    async def write(n: int) -> None:
+        isrc = f"{tag}{n:07d}"
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT outbox.enqueue_track($1, 'Song', 'Artist', 'Album')", isrc)
+        committed[f"track-ingestion-{isrc}"] = time.time()
+
+    try:
+        total = int(rate * seconds)
+        tasks = []
+        start = time.monotonic()
+        for n in range(total):
+            delay = start + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(write(n)))
+        await asyncio.gather(*tasks)
+    finally:
+        await pool.close()
+    return committed
+
+
+async def b2_latency(bench: Bench, p: Profile, repeat: int) -> Figures:
+    figures: Figures = {"seconds_per_rate": p.latency_seconds}
+    per_rate: dict[int, dict[str, list[float]]] = {
+        r: {"p50": [], "p95": [], "p99": [], "max": []} for r in p.rates
+    }
+    for run in range(repeat):
+        async with bench.database() as dsn, bench.running([bench.spawn_relay(dsn)]):
+            for rate in p.rates:
+                await bench.control.reset()
+                tag = f"L{run}{rate:04d}"[:5]
+                committed = await paced_writes(dsn, rate, p.latency_seconds, tag)
+                await bench.control.wait_events(len(committed))
+                received = await bench.control.received()
+                latencies = [(received[k] - t) * 1000 for k, t in committed.items()]
+                for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100)):
+                    per_rate[rate][name].append(percentile(latencies, q))
+    for rate, stats in per_rate.items():
+        for name, values in stats.items():
+            figures[f"{name}_ms@{rate}"] = median(values)
+    return figures
+
+
+LIBRARY_INSERT = (
+    "INSERT INTO library.tracks (isrc, title, artist, album, outbox_id) "
+    "VALUES ($1, 'Song', 'Artist', 'Album', $2)"
+)
+
+
+async def write_rate(dsn: str, variant: str, seconds: float, tag: str) -> float:
+    """Library write transactions per second from 8 connections at full speed."""
+    conns = [await asyncpg.connect(dsn) for _ in range(8)]
+    listener = await asyncpg.connect(dsn)
+    await listener.add_listener("outbox_relay", lambda *_: None)  # as a relay would
+    count = 0
+    deadline = time.monotonic() + seconds
+
+    async def client(conn: asyncpg.Connection, c: int) -> None:
+        nonlocal count
+        n = 0
+        while time.monotonic() < deadline:
+            isrc = f"{tag}{c}{n:06d}"
+            async with conn.transaction():
+                if variant == "a":
+                    await conn.execute(LIBRARY_INSERT, isrc, 0)
+                else:
+                    outbox_id = await conn.fetchval(
+                        "SELECT outbox.enqueue_track($1, 'Song', 'Artist', 'Album')", isrc
+                    )
+                    await conn.execute(LIBRARY_INSERT, isrc, outbox_id)
+            n += 1
+        count += n
+
+    try:
+        started = time.monotonic()
+        await asyncio.gather(*(client(conn, c) for c, conn in enumerate(conns)))
+        return count / (time.monotonic() - started)
+    finally:
+        for conn in [*conns, listener]:
+            await conn.close()
+
+
+async def b3_write_overhead(bench: Bench, p: Profile, repeat: int) -> Figures:
+    rates: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    for run in range(repeat):
+        async with bench.database() as dsn:
+            for variant in ("a", "b", "c"):
+                conn = await asyncpg.connect(dsn)
+                action = "DISABLE" if variant == "c" else "ENABLE"
+                await conn.execute(f"ALTER TABLE outbox.messages {action} TRIGGER messages_notify")
+                await conn.close()
+                tag = f"W{variant}{run}"
+                rates[variant].append(await write_rate(dsn, variant, p.write_seconds, tag))
+    a, b, c = (median(rates[v]) for v in "abc")
+    return {
+        "a_tx_per_s": a,
+        "b_tx_per_s": b,
+        "c_tx_per_s": c,
+        "b/a": b / a,
+        "b/c": b / c,
+    }
+
+
+async def b4_album(bench: Bench, p: Profile, repeat: int) -> Figures:
+    durations: list[float] = []
+    async with bench.database() as dsn, bench.running([bench.spawn_relay(dsn)]):
+        conn = await asyncpg.connect(dsn)
+        try:
+            for run in range(repeat):
+                await bench.control.reset()
+                tracks = [
+                    {"isrc": f"ALB{run:02d}{n:07d}", "title": f"Track {n}"}
+                    for n in range(p.album_tracks)
+                ]
+                await conn.execute(
+                    "SELECT outbox.enqueue_album('Album', 'Artist', $1::jsonb)", json.dumps(tracks)
+                )
+                committed = time.time()
+                await bench.control.wait_events(p.album_tracks)
+                received = await bench.control.received()
+                durations.append((max(received.values()) - committed) * 1000)
+        finally:
+            await conn.close()
+    return {"tracks": p.album_tracks, "commit_to_last_ms": median(durations)}
+
+
+SEED_BACKLOG = """
+INSERT INTO outbox.messages (kind, isrc, title, artist, album, status, processed_at, created_at,
+                             next_attempt_at)
+SELECT 'track', 'BKLG' || lpad(i::text, 8, '0'), 'Song', 'Artist', 'Album', $3,
+       CASE WHEN $3 = 'pending' THEN NULL ELSE now() END,
+       now() - interval '1 hour', now() - interval '1 hour' + i * interval '1 microsecond'
+FROM generate_series($1::int, $2::int) AS i
+"""
+
+
+async def backlog_template(bench: Bench, pending: int, done: int) -> str:
+    """A template database holding ``done`` published and ``pending`` pending rows."""
+    name = bench._next("bench_backlog_")
+    dsn = await asyncio.to_thread(bench.pg.create_database, name, bench.template)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("ALTER TABLE outbox.messages DISABLE TRIGGER messages_notify")
+        if done:
+            await conn.execute(SEED_BACKLOG, 1, done, "published")
+        await conn.execute(SEED_BACKLOG, done + 1, done + pending, "pending")
+        await conn.execute("ALTER TABLE outbox.messages ENABLE TRIGGER messages_notify")
+        await conn.execute("VACUUM ANALYZE outbox.messages")
+    finally:
+        await conn.close()
+    return name
+
+
+async def backlog_rate(bench: Bench, template: str, p: Profile) -> tuple[float, float]:
+    """Rows/s over a window of the drain, and the relay's peak RSS (MB)."""
+    async with bench.database(template) as dsn:
+        await bench.control.reset()
+        relay = bench.spawn_relay(dsn)
+        async with bench.running([relay]):
+            started = await bench.control.wait_events(p.backlog_skip)
+            ended = await bench.control.wait_events(p.backlog_skip + p.backlog_window)
+            rss = relay.peak_rss_mb()
+    return p.backlog_window / (ended - started), rss
+
+
+async def b5_backlog(bench: Bench, p: Profile, repeat: int) -> Figures:
+    small_t = await backlog_template(bench, p.backlog_small, 0)
+    large_t = await backlog_template(bench, p.backlog_large, p.backlog_done)
+    small: list[float] = []
+    large: list[float] = []
+    rss: list[float] = []
+    try:
+        for _ in range(repeat):
+            rate, peak = await backlog_rate(bench, small_t, p)
+            small.append(rate)
+            rss.append(peak)
+            rate, peak = await backlog_rate(bench, large_t, p)
+            large.append(rate)
+            rss.append(peak)
+    finally:
+        for name in (small_t, large_t):
+            await asyncio.to_thread(bench.pg.drop_database, name)
+    return {
+        "small_pending": p.backlog_small,
+        "large_pending": p.backlog_large,
+        "large_done": p.backlog_done,
+        "small_rows_per_s": median(small),
+        "large_rows_per_s": median(large),
+        "large/small": median(large) / median(small),
+        "peak_rss_mb": max(rss),
+    }
+
+
+async def b6_replicas(bench: Bench, p: Profile, repeat: int) -> Figures:
+    rates: dict[int, list[float]] = {n: [] for n in p.replicas}
+    for _ in range(repeat):
+        for n in p.replicas:
+            async with bench.database() as dsn:
+                workers = [bench.spawn_relay(dsn) for _ in range(n)]
+                rates[n].append(await drain_once(bench, dsn, workers, p.replica_rows))
+    figures: Figures = {"rows": p.replica_rows}
+    base = median(rates[p.replicas[0]])
+    for n in p.replicas:
+        figures[f"rows_per_s@{n}"] = median(rates[n])
+        if n != p.replicas[0]:
+            figures[f"{n}/{p.replicas[0]}"] = median(rates[n]) / base
+    return figures
+
+
+async def b7_long_reader(bench: Bench, p: Profile, repeat: int, b1: float) -> Figures:
+    rates: list[float] = []
+    for _ in range(repeat):
+        async with bench.database() as dsn:
+            reader = await asyncpg.connect(dsn)
+            try:
+                await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                await reader.fetchval("SELECT count(*) FROM outbox.messages")  # takes the snapshot
+                rates.append(await drain_once(bench, dsn, [bench.spawn_relay(dsn)], p.drain_rows))
+                await reader.execute("COMMIT")
+            finally:
+                await reader.close()
+    return {"rows": p.drain_rows, "rows_per_s": median(rates), "b7/b1": median(rates) / b1}
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+SCENARIOS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    profile = SMOKE if args.smoke else MEDIUM if args.medium else FULL
+    if args.rows:
+        profile = Profile(**{**asdict(profile), "drain_rows": args.rows})
+    repeat = args.repeat
+    only = [s.strip().upper() for s in args.only.split(",")] if args.only else list(SCENARIOS)
+    tmp = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
+    results: dict[str, Any] = {}
+    pg = LocalPostgres(fast=False)  # durable defaults: every commit is flushed to disk
+    await asyncio.to_thread(pg.start)
+    standin = StandIn.start()
+    try:
+        template = "bench_template"
+        dsn = await asyncio.to_thread(pg.create_database, template)
+        await migrate(dsn)
+        qdrant_seed = tmp / "qdrant-seed"
+        await seed_qdrant(qdrant_seed, max(profile.drain_rows, profile.replica_rows))
+        async with aiohttp.ClientSession() as http:
+            bench = Bench(
+                pg, standin, Control(standin.control_url, http), http, tmp, qdrant_seed, template
+            )
+            steps: dict[str, Callable[[], Awaitable[Figures]]] = {
+                "B1": lambda: b1_drain(bench, profile, repeat),
+                "B2": lambda: b2_latency(bench, profile, repeat),
+                "B3": lambda: b3_write_overhead(bench, profile, repeat),
+                "B4": lambda: b4_album(bench, profile, repeat),
+                "B5": lambda: b5_backlog(bench, profile, repeat),
+                "B6": lambda: b6_replicas(bench, profile, repeat),
+                "B7": lambda: b7_long_reader(
+                    bench, profile, repeat, results["B1"]["relay_rows_per_s"]
+                ),
+            }
+            for name in SCENARIOS:
+                if name not in only:
+                    continue
+                if name == "B7" and "B1" not in results:
+                    results["B1"] = await b1_drain(bench, profile, repeat)
+                began = time.monotonic()
+                results[name] = await steps[name]()
+                results[name]["wall_s"] = round(time.monotonic() - began, 1)
+                print(f"{name} done in {results[name]['wall_s']} s", file=sys.stderr, flush=True)
+    finally:
+        standin.stop()
+        await asyncio.to_thread(pg.cleanup)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "machine": {
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "postgres": "LocalPostgres(fast=False): durable defaults (fsync, synchronous_commit, "
+            "full_page_writes on)",
+        },
+        "mode": "smoke" if args.smoke else "medium" if args.medium else "full",
+        "repeat": repeat,
+        "scenarios": {name: results[name] for name in SCENARIOS if name in results},
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    machine = report["machine"]
+    lines = [
+        f"outbox-relay benchmarks — {report['mode']} mode, median of {report['repeat']} run(s), "
+        f"{machine['cores']} cores, Python {machine['python']}, {machine['platform']}",
+        f"PostgreSQL: {machine['postgres']}",
+        "",
+        f"{'scenario':<9}{'figure':<22}{'value':>14}  {'target':<10}{'met':<4}",
+        "-" * 62,
+    ]
+    for name, figures in report["scenarios"].items():
+        for key, value in figures.items():
+            if key == "wall_s":
+                continue
+            target = TARGETS.get((name, key))
+            target_text, met = "", ""
+            if target is not None:
+                op, bound = target
+                target_text = f"{op} {bound:g}"
+                ok = value >= bound if op == ">=" else value <= bound
+                met = "yes" if ok else "NO"
+            text = f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+            lines.append(f"{name:<9}{key:<22}{text:>14}  {target_text:<10}{met:<4}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="every scenario tiny, no targets")
+    parser.add_argument("--medium", action="store_true", help="mid-sized run for iterating")
+    parser.add_argument("--repeat", type=int, default=None, help="runs per figure (median)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--only", help="comma-separated scenarios, e.g. B1,B3")
+    parser.add_argument("--rows", type=int, help="override B1/B7 row count")
+    args = parser.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 1 if args.smoke else 3
+    report = asyncio.run(run(args))
+    print(render(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The claim query walks ``messages_claim_idx``, whatever the table holds.
+
+EXPLAINs exactly ``QUERIES["claim"]`` after a fresh ANALYZE on a table where almost every row
+is pending, and on one where almost none is (many done rows). Both the custom plan (the first
+executions of a prepared statement) and the generic plan (what a prepared statement settles on
+after five executions) must use the partial index and never scan the table.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+
+from outbox_relay.db.queries import QUERIES
+
+TOKEN = uuid.UUID("5b0f6a54-8d4e-4c2b-9a57-3f1e2d6c7b8a")
+
+SEED = """
+INSERT INTO outbox.messages (kind, isrc, title, artist, album, status, processed_at)
+SELECT 'track', 'PLAN' || lpad(i::text, 8, '0'), 'Song', 'Artist', 'Album', $3,
+       CASE WHEN $3 = 'pending' THEN NULL ELSE now() END
+FROM generate_series($1::int, $2::int) AS i
+"""
+
+
+def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
+
+
+async def _plan(conn: asyncpg.Connection, mode: str) -> list[dict[str, Any]]:
+    await conn.execute(f"SET plan_cache_mode = {mode}")
+    raw = await conn.fetchval(
+        "EXPLAIN (FORMAT JSON) " + QUERIES["claim"], 500, uuid.uuid4(), "plan-test", 30.0
+    )
+    document = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    return list(_nodes(document[0]["Plan"]))
+
+
+@pytest.mark.parametrize(
+    ("pending", "done"),
+    [(20_000, 50), (50, 50_000)],
+    ids=["almost-all-pending", "almost-none-pending"],
+)
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+async def test_the_claim_uses_its_partial_index(
+    database_url: str, pending: int, done: int, mode: str
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(SEED, 1, done, "published")
+        await conn.execute(SEED, done + 1, done + pending, "pending")
+        await conn.execute("ANALYZE outbox.messages")
+        nodes = await _plan(conn, mode)
+    finally:
+        await conn.close()
+
+    described = [(n["Node Type"], n.get("Relation Name"), n.get("Index Name")) for n in nodes]
+    assert any(
+        n["Node Type"] in ("Index Scan", "Index Only Scan")
+        and n.get("Index Name") == "messages_claim_idx"
+        for n in nodes
+    ), described
+    assert not any(
+        n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan") and n.get("Relation Name") == "messages"
+        for n in nodes
+    ), described
+
+
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+async def test_finish_looks_rows_up_by_primary_key(database_url: str, mode: str) -> None:
+    """Finish finds its rows by primary key and never loops over the batch once per row."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(SEED, 1, 50_000, "published")
+        await conn.execute(SEED, 50_001, 50_500, "pending")
+        await conn.execute("UPDATE outbox.messages SET claim_token = $1 WHERE id > 50000", TOKEN)
+        await conn.execute("ANALYZE outbox.messages")
+        await conn.execute(f"SET plan_cache_mode = {mode}")
+        ids = list(range(50_001, 50_501))
+        raw = await conn.fetchval(
+            "EXPLAIN (FORMAT JSON) " + QUERIES["finish"],
+            TOKEN,
+            ["published"] * 500,
+            ids,
+            ["e"] * 500,
+            ["i"] * 500,
+            [None] * 500,
+            [None] * 500,
+            5,
+            [0.0] * 500,
+        )
+    finally:
+        await conn.close()
+    document = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+    nodes = list(_nodes(document[0]["Plan"]))
+    described = [(n["Node Type"], n.get("Relation Name"), n.get("Index Name")) for n in nodes]
+    assert not any(
+        n["Node Type"] in ("Seq Scan", "Bitmap Heap Scan") and n.get("Relation Name") == "messages"
+        for n in nodes
+    ), described
+    assert not any(n["Node Type"] == "Nested Loop" and "Join Filter" in n for n in nodes), described
