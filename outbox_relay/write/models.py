@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 # The limits of outbox.check_text / enqueue_* in migrations/001_outbox.sql.
@@ -54,7 +54,20 @@ OptionalText = Annotated[
 # (missing_isrc / invalid_isrc) where operators see it, and the library write still succeeds.
 Isrc = Annotated[str | None, Field(max_length=ISRC_MAX_LENGTH, pattern=OPTIONAL_TEXT_PATTERN)]
 ArtworkUrl = Annotated[str | None, Field(max_length=URL_MAX_LENGTH, pattern=URL_PATTERN)]
-Priority = Annotated[int | None, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
+
+
+def _integral_float(value: Any) -> Any:
+    # JSON Schema calls 60.0 an integer, so the OpenAPI description admits it; take it as 60.
+    # Booleans and strings still fail the strict int below.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Priority = Annotated[
+    Annotated[int, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)] | None,
+    BeforeValidator(_integral_float),
+]
 
 _INPUT_CONFIG: Final = ConfigDict(
     # "5" is not a priority and true is not an integer: clients learn about their bugs.

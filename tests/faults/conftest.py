@@ -1,0 +1,312 @@
+"""Fault tests: real PostgreSQL, relays as real OS processes, the Event API stand-in over HTTP.
+
+Builds on the relay harness (``tests/relay/conftest.py``) and adds what fault scenarios need:
+
+- ``fleet``: a :class:`Fleet` (a :class:`Harness` whose relays are OS processes started with
+  fault-friendly settings, any DSN and any ``QDRANT_URL``), every process SIGKILLed afterwards.
+- :class:`SteadyWriter`: writes through the HTTP write API at a steady rate, recording each
+  write's latency and outcome, while faults are injected elsewhere.
+- :func:`silent_insert`: commits outbox rows *without* a notification (triggers off), to
+  prove that a relay recovers by its own reconnect sweep, not by a NOTIFY.
+- :func:`hanging_tcp_server`: accepts connections and never answers (a hung Qdrant).
+- :func:`delivery_report`: compares every committed row with what the stand-in accepted.
+- :func:`figure`: prints a measured figure (``FIGURE name=value``), visible with ``-s``;
+  timing goals are reported, not asserted, beyond generous bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from outbox_relay.embedded.postgres import free_port
+from outbox_relay.inngest.standin import EventApiStandIn
+from outbox_relay.write.api import create_app
+
+from relay.conftest import Harness, RelayProcess
+
+# Settings for relay processes in fault tests: fast reconnects and probes, no client-side rate
+# limit in the way (the stand-in enforces Inngest's when a test asks for it), a short lease so
+# that a killed relay's rows come back quickly.
+PROCESS_ENV = {
+    "OUTBOX_POLL_INTERVAL": "0.2",
+    "OUTBOX_BACKOFF_BASE": "0.05",
+    "OUTBOX_BACKOFF_CAP": "0.5",
+    "OUTBOX_RETRY_BASE": "0.05",
+    "OUTBOX_RETRY_CAP": "0.2",
+    "OUTBOX_PUBLISH_TIMEOUT": "2",
+    "OUTBOX_LEASE_SECONDS": "3",
+    "OUTBOX_RATE_LIMIT_REQUESTS": "100000",
+    "OUTBOX_RATE_LIMIT_WINDOW": "1",
+    "OUTBOX_LOG_LEVEL": "info",
+}
+
+
+def figure(name: str, value: object) -> None:
+    """Reports a measured figure; ``pytest -s`` shows them (``grep FIGURE``)."""
+    print(f"FIGURE {name}={value}", flush=True)
+
+
+@dataclass
+class Fleet(Harness):
+    """A harness whose relays run as OS processes with :data:`PROCESS_ENV`."""
+
+    spawned: int = 0
+
+    def spawn(self, *, name: str | None = None, dsn: str | None = None, **env: str) -> RelayProcess:
+        """Starts ``python -m outbox_relay relay``; unlike ``spawn_relay`` it keeps QDRANT_URL."""
+        self.spawned += 1
+        name = name or f"relay{self.spawned}"
+        port = free_port()
+        log_path = self.tmp / f"{name}-{self.spawned}.log"
+        variables = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("OUTBOX_", "QDRANT_", "INNGEST_"))
+        }
+        variables.update(
+            {
+                "DATABASE_URL": dsn or self.dsn,
+                "INNGEST_EVENT_API_BASE_URL": self.standin.base_url,
+                "INNGEST_DEV": "1",
+                "QDRANT_PATH": str(self.tmp / f"qdrant-{name}"),
+                "OUTBOX_HTTP_HOST": "127.0.0.1",
+                "OUTBOX_HTTP_PORT": str(port),
+                "OUTBOX_REPLICA_ID": name,
+                "OUTBOX_LOG_FORMAT": "json",
+                **PROCESS_ENV,
+                **env,
+            }
+        )
+        with log_path.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "outbox_relay", "relay"],
+                env=variables,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        process = RelayProcess(proc, port, log_path)
+        self.processes.append(process)
+        return process
+
+    async def start(self, **kwargs: Any) -> RelayProcess:
+        """Spawns a relay process and waits until it is ready."""
+        process = self.spawn(**kwargs)
+        await self.wait_ready(process, timeout=60)
+        return process
+
+    @staticmethod
+    async def kill(process: RelayProcess) -> None:
+        if process.proc.poll() is None:
+            process.proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.proc.wait, 10)
+
+    async def pending(self) -> int:
+        conn = await self.conn()
+        n: int = await conn.fetchval(
+            "SELECT count(*) FROM outbox.messages WHERE status = 'pending'"
+        )
+        return n
+
+    async def wait_drained(self, timeout: float, *, poll: float = 0.05) -> float:
+        """Seconds until no row is pending (fails after ``timeout``)."""
+        began = time.monotonic()
+        while await self.pending():
+            if time.monotonic() - began > timeout:
+                raise TimeoutError(
+                    f"not drained in {timeout} s: {await self.statuses()}; "
+                    f"standin: {self.standin.summary()}"
+                )
+            await asyncio.sleep(poll)
+        return time.monotonic() - began
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[EventApiStandIn]:
+    async with EventApiStandIn() as api:
+        yield api
+
+
+@pytest.fixture
+async def fleet(
+    database_url: str, standin: EventApiStandIn, tmp_path: Path
+) -> AsyncIterator[Fleet]:
+    f = Fleet(database_url, standin, tmp_path)
+    try:
+        yield f
+    finally:
+        await f.close()
+
+
+# -- deliveries ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Committed rows against what the stand-in accepted."""
+
+    rows: int
+    delivered: int
+    lost: list[str]
+    duplicates: int  # extra acceptances of an id already accepted
+    max_runs: int  # Inngest runs per id: must be 1
+    by_status: dict[str, int]
+
+
+async def delivery_report(fleet: Harness) -> Delivery:
+    """For every track row that should produce an event: was its event accepted, how often?"""
+    conn = await fleet.conn()
+    rows = await conn.fetch(
+        "SELECT status, event_id, isrc FROM outbox.messages WHERE kind = 'track'"
+    )
+    by_status: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+    expected = {
+        row["event_id"] or f"track-ingestion-{row['isrc']}"
+        for row in rows
+        if row["status"] in ("pending", "published")
+    }
+    accepted = fleet.standin.events_by_id()
+    lost = sorted(expected - set(accepted))
+    duplicates = sum(len(events) - 1 for events in accepted.values())
+    max_runs = max((fleet.standin.runs_for(i) for i in expected if i in accepted), default=0)
+    return Delivery(
+        rows=len(rows),
+        delivered=len(set(accepted) & expected),
+        lost=lost,
+        duplicates=duplicates,
+        max_runs=max_runs,
+        by_status=by_status,
+    )
+
+
+# -- writers ------------------------------------------------------------------------------------
+
+
+@dataclass
+class SteadyWriter:
+    """Adds tracks through the write API at ``rate`` per second, recording every latency."""
+
+    client: TestClient[Any, Any]
+    rate: float
+    prefix: str = "USSTD"
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (started, seconds)
+    failures: list[str] = field(default_factory=list)
+    written: int = 0
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        interval = 1.0 / self.rate
+        next_at = time.monotonic()
+        n = 0
+        while True:
+            n += 1
+            began = time.monotonic()
+            try:
+                response = await self.client.post(
+                    "/v1/library/tracks",
+                    json={
+                        "isrc": f"{self.prefix}{n:07d}",
+                        "title": f"Song {n}",
+                        "artist": "Artist",
+                        "album": "Album",
+                    },
+                )
+                if response.status != 201:
+                    self.failures.append(f"{response.status}: {await response.text()}")
+                else:
+                    self.written += 1
+                response.release()
+            except aiohttp.ClientError as exc:
+                self.failures.append(repr(exc))
+            self.latencies.append((began, time.monotonic() - began))
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    def between(self, start: float, end: float) -> list[float]:
+        return [seconds for began, seconds in self.latencies if start <= began < end]
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
+
+
+@contextlib.asynccontextmanager
+async def write_api(dsn: str) -> AsyncIterator[TestClient[Any, Any]]:
+    client: TestClient[Any, Any] = TestClient(TestServer(create_app(dsn)))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+# -- databases ----------------------------------------------------------------------------------
+
+
+async def silent_insert(dsn: str, count: int, prefix: str) -> None:
+    """Commits ``count`` track rows with triggers off: no NOTIFY reaches any relay."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute(
+                "INSERT INTO outbox.messages (kind, isrc, title, artist, album) "
+                "SELECT 'track', $1 || lpad(i::text, 7, '0'), 'Silent ' || i, 'A', 'B' "
+                "FROM generate_series(1, $2) AS i",
+                prefix,
+                count,
+            )
+    finally:
+        await conn.close()
+
+
+# -- a hung server ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def hanging_tcp_server() -> Iterator[int]:
+    """A port that accepts TCP connections and never sends a byte; yields the port."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)  # the kernel completes handshakes; nobody ever reads
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def refused_port() -> int:
+    """A port nothing listens on (connections are refused)."""
+    return free_port()
