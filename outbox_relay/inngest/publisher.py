@@ -81,6 +81,10 @@ def _seed_header() -> str:
     return f"{int(time.time() * 1000)},{base64.b64encode(os.urandom(10)).decode()}"
 
 
+class _OutOfTime(Exception):
+    """The batch's deadline came before this request could be started."""
+
+
 class _Accepted:
     __slots__ = ("ids",)
 
@@ -145,18 +149,26 @@ class EventApiPublisher:
         if isinstance(response, _Refused):
             raise EventApiUnavailable("4xx", f"probe refused: {response.error}")
 
-    async def publish(self, events: Sequence[TrackEvent]) -> PublishResult:
+    async def publish(
+        self, events: Sequence[TrackEvent], deadline: float | None = None
+    ) -> PublishResult:
         result = PublishResult()
         pending: deque[list[TrackEvent]] = deque(self._chunks(events))
         while pending:
             chunk = pending.popleft()
-            if result.outage is not None:
+            if result.outage is not None or result.out_of_time:
                 result.unsent.extend(chunk)
                 continue
             try:
-                response = await self._post(encode_batch(chunk), expected=len(chunk))
+                response = await self._post(
+                    encode_batch(chunk), expected=len(chunk), deadline=deadline
+                )
             except EventApiUnavailable as outage:
                 result.outage = outage
+                result.unsent.extend(chunk)
+                continue
+            except _OutOfTime:
+                result.out_of_time = True
                 result.unsent.extend(chunk)
                 continue
             if isinstance(response, _Accepted):
@@ -196,20 +208,27 @@ class EventApiPublisher:
             chunks.append(current)
         return chunks
 
-    async def _post(self, body: bytes, *, expected: int) -> _Accepted | _Refused:
+    async def _post(
+        self, body: bytes, *, expected: int, deadline: float | None = None
+    ) -> _Accepted | _Refused:
         await self._limiter.acquire()
+        timeout = self._timeout
+        # Never start a request whose timeout could outlast the batch's lease. Shortening the
+        # timeout instead would make answers that are merely slow look lost, and resend them.
+        if deadline is not None and time.monotonic() + (timeout.total or 0.0) > deadline:
+            raise _OutOfTime
         headers = {**self._headers, "x-inngest-event-id-seed": _seed_header()}
         started = time.perf_counter()
         try:
             async with self._client().post(
-                self._url, data=body, headers=headers, timeout=self._timeout
+                self._url, data=body, headers=headers, timeout=timeout
             ) as response:
                 raw = await response.read()
                 status = response.status
                 retry_after = _retry_after(response.headers.get("Retry-After"))
         except TimeoutError:
             self._observe("error", started)
-            raise self._failure("timeout", f"no answer within {self._timeout.total} s") from None
+            raise self._failure("timeout", f"no answer within {timeout.total} s") from None
         except (aiohttp.ClientError, OSError) as exc:
             self._observe("error", started)
             # str(exc) of some aiohttp errors holds the URL, and the URL holds the event key.

@@ -41,6 +41,8 @@ class Listener:
         self.notified = False
         self.reconnected = False
         self.connected = asyncio.Event()
+        # how many times LISTEN was established (more than 1: it reconnected)
+        self.connections = 0
 
     def _on_notification(self, *_: Any) -> None:
         self.notified = True
@@ -75,6 +77,7 @@ class Listener:
             log.info("listen_connected", channel=CHANNEL)
             # Catch up on whatever was committed while we were not listening.
             self.reconnected = True
+            self.connections += 1
             self._wake.set()
             while not stop.is_set() and not lost.is_set():
                 await wait_any(stop, lost, timeout=self._health_interval)

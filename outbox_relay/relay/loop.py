@@ -51,6 +51,23 @@ class RelayConfig:
     # the delay before a rejected event is tried again
     retry_base: float = 5.0
     retry_cap: float = 600.0
+    # a claim's lease: a batch must be recorded well within it
+    lease_seconds: float = 30.0
+
+
+def lease_margin(lease_seconds: float) -> float:
+    """Time kept, at the end of a lease, to record a batch's outcome after its last request."""
+    return min(2.0, 0.2 * lease_seconds)
+
+
+def request_timeout(publish_timeout: float, lease_seconds: float) -> float:
+    """The Event API timeout a relay can afford: a request is started only when a whole
+    timeout fits before the lease ends, so at least two must fit in a lease."""
+    return min(publish_timeout, (lease_seconds - lease_margin(lease_seconds)) / 2)
+
+
+# A claimed batch: its token, its rows, and when the claim was sent (time.monotonic()).
+_Claim = tuple[uuid.UUID, Sequence[asyncpg.Record], float]
 
 
 @dataclass(slots=True)
@@ -113,8 +130,10 @@ class Relay:
             backoff=Backoff(config.backoff_base, config.backoff_cap),
         )
         self._outage: EventApiUnavailable | None = None
-        # A batch claimed while the previous one was being published (see _claim_and_process).
-        self._ahead: tuple[uuid.UUID, Sequence[asyncpg.Record]] | None = None
+        self._lease_margin = lease_margin(config.lease_seconds)
+        # A batch claimed while the previous one was being published (see _claim_and_process),
+        # with the monotonic time its claim was sent: its lease runs from then.
+        self._ahead: _Claim | None = None
         # Set while the loop waits for work: lets tests and tools act "between batches".
         self.idle = asyncio.Event()
         self._database_ok = False
@@ -209,8 +228,9 @@ class Relay:
         if ahead is None:
             # Cleared just before each claim: a notification after this point wakes us again.
             self._wake.clear()
-            ahead = await self._store.claim(self._config.batch_size)
-        token, rows = ahead
+            sent_at = time.monotonic()
+            ahead = (*await self._store.claim(self._config.batch_size), sent_at)
+        token, rows, claimed_at = ahead
         self._database_ok = True
         self._db_backoff.reset()
         if not rows:
@@ -232,14 +252,20 @@ class Relay:
         claim_ahead = None
         if claimed >= self._config.batch_size and not self._stop.is_set():
             self._wake.clear()
+            ahead_sent_at = time.monotonic()
             claim_ahead = asyncio.create_task(self._store.claim(self._config.batch_size))
         try:
             events = await self._check_and_encode(batch, tracks)
-            result = await self._publisher.publish(events) if events else PublishResult()
+            # Whatever Inngest says, the batch must be recorded before its lease runs out, or
+            # another replica could claim and publish the same rows while we still work on them.
+            deadline = claimed_at + self._config.lease_seconds - self._lease_margin
+            result = (
+                await self._publisher.publish(events, deadline) if events else PublishResult()
+            )
             self._record(batch, result)
         finally:
             if claim_ahead is not None:
-                self._ahead = await self._collect(claim_ahead)
+                self._ahead = await self._collect(claim_ahead, ahead_sent_at)
         await self._finish(batch)
         self._log_albums(batch)
         self.batches += 1
@@ -247,24 +273,31 @@ class Relay:
         if result.outage is not None:
             self._enter_outage(result.outage, unsent=len(result.unsent))
             await self._release_ahead()
+        elif result.out_of_time:
+            log.warning(
+                "batch_out_of_time",
+                rows_returned=len(result.unsent),
+                lease_s=self._config.lease_seconds,
+                hint="handed back uncharged before the lease ran out; they go out next batch",
+            )
         return claimed
 
     @staticmethod
     async def _collect(
-        claim: asyncio.Task[tuple[uuid.UUID, Sequence[asyncpg.Record]]],
-    ) -> tuple[uuid.UUID, Sequence[asyncpg.Record]] | None:
+        claim: asyncio.Task[tuple[uuid.UUID, Sequence[asyncpg.Record]]], sent_at: float
+    ) -> _Claim | None:
         try:
             token, rows = await claim
         except CONNECTION_ERRORS:
             return None  # the next claim reconnects, and reports the error if it persists
-        return (token, rows) if rows else None
+        return (token, rows, sent_at) if rows else None
 
     async def _release_ahead(self) -> None:
         """Hands a claimed-ahead batch back uncharged (an outage began, or the relay stops)."""
         ahead, self._ahead = self._ahead, None
         if ahead is None:
             return
-        token, rows = ahead
+        token, rows, _ = ahead
         batch = _Batch(token)
         for row in rows:
             if row["kind"] == "album":

@@ -19,20 +19,27 @@ from outbox_relay.errors import EventApiUnavailable
 class PublishResult:
     """What became of each event of one publish call.
 
-    ``unsent`` events were not accepted because of an outage (``outage`` says which): they are
-    returned to the outbox without charging an attempt. ``rejected`` ones were refused by
-    Inngest itself and are charged.
+    ``unsent`` events were not accepted because of an outage (``outage`` says which) or because
+    the batch ran out of time (``out_of_time``: its lease would expire first): they are returned
+    to the outbox without charging an attempt. ``rejected`` ones were refused by Inngest itself
+    and are charged.
     """
 
     accepted: list[tuple[TrackEvent, str]] = field(default_factory=list)
     rejected: list[tuple[TrackEvent, str]] = field(default_factory=list)
     unsent: list[TrackEvent] = field(default_factory=list)
     outage: EventApiUnavailable | None = None
+    out_of_time: bool = False
 
 
 class Publisher(Protocol):
-    async def publish(self, events: Sequence[TrackEvent]) -> PublishResult:
-        """Sends the events; never raises for an outage (see ``PublishResult.outage``)."""
+    async def publish(
+        self, events: Sequence[TrackEvent], deadline: float | None = None
+    ) -> PublishResult:
+        """Sends the events; never raises for an outage (see ``PublishResult.outage``).
+
+        No request is started, and none outlasts, ``deadline`` (``time.monotonic()``).
+        """
         ...
 
     async def probe(self) -> None:

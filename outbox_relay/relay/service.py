@@ -19,7 +19,7 @@ from outbox_relay.http.server import create_app, start_site
 from outbox_relay.inngest.publisher import EventApiPublisher
 from outbox_relay.metrics import RelayMetrics
 from outbox_relay.qdrant.checker import QdrantIndexChecker
-from outbox_relay.relay.loop import Relay, RelayConfig
+from outbox_relay.relay.loop import Relay, RelayConfig, request_timeout
 from outbox_relay.relay.maintenance import Maintenance
 from outbox_relay.relay.store import OutboxStore
 
@@ -33,10 +33,18 @@ class RelayService:
         dsn = settings.require_database_url()
         self.settings = settings
         self.metrics = RelayMetrics(registry, replica_id=settings.replica_id)
+        timeout = request_timeout(settings.publish_timeout, settings.lease_seconds)
+        if timeout < settings.publish_timeout:
+            log.warning(
+                "publish_timeout_reduced",
+                publish_timeout_s=settings.publish_timeout,
+                used_s=round(timeout, 3),
+                hint="OUTBOX_LEASE_SECONDS must hold two Event API timeouts; raise it",
+            )
         self.publisher = EventApiPublisher(
             origin=settings.event_api_origin(),
             event_key=settings.event_key(),
-            timeout=settings.publish_timeout,
+            timeout=timeout,
             metrics=self.metrics,
             max_request_bytes=settings.max_request_bytes,
             rate_limit=(settings.rate_limit_requests, settings.rate_limit_window),
@@ -75,6 +83,7 @@ class RelayService:
                 backoff_cap=settings.backoff_cap,
                 retry_base=settings.retry_base,
                 retry_cap=settings.retry_cap,
+                lease_seconds=settings.lease_seconds,
             ),
         )
         # Computed at scrape time, so it can never disagree with /readyz.

@@ -46,12 +46,6 @@ async def test_four_replicas_publish_every_row_exactly_once(fleet: Fleet) -> Non
     assert all(r.proc.poll() is None for r in relays)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a batch may outlive its lease (narrowing many rejections, rate-limited); "
-    "another replica then publishes the same rows at the same time, and with two replicas "
-    "they reclaim each other's rows forever (livelock: nothing is ever recorded)",
-)
 async def test_a_batch_slower_than_its_lease_is_not_published_by_two_replicas(
     fleet: Fleet,
 ) -> None:

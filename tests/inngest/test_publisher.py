@@ -222,3 +222,15 @@ def test_retry_after_http_date_is_in_the_future() -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     parsed = _retry_after(when)
     assert parsed is not None and 25 <= parsed <= 31
+
+
+async def test_no_request_starts_that_could_outlast_the_deadline(api: EventApiStandIn) -> None:
+    pub = publisher(api.base_url)  # a 2 s timeout
+    try:
+        late = await pub.publish(events(3), deadline=time.monotonic() + 1.0)
+        in_time = await pub.publish(events(3), deadline=time.monotonic() + 5.0)
+    finally:
+        await pub.close()
+    assert late.out_of_time and len(late.unsent) == 3 and late.outage is None
+    assert api.request_count == 1  # only the second call sent anything
+    assert len(in_time.accepted) == 3 and not in_time.out_of_time
