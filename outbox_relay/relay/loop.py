@@ -259,9 +259,7 @@ class Relay:
             # Whatever Inngest says, the batch must be recorded before its lease runs out, or
             # another replica could claim and publish the same rows while we still work on them.
             deadline = claimed_at + self._config.lease_seconds - self._lease_margin
-            result = (
-                await self._publisher.publish(events, deadline) if events else PublishResult()
-            )
+            result = await self._publisher.publish(events, deadline) if events else PublishResult()
             self._record(batch, result)
         finally:
             if claim_ahead is not None:

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import time
 
-import pytest
-
 from outbox_relay.inngest.standin import Reject
 
 from .conftest import Fleet, delivery_report, figure
