@@ -190,7 +190,9 @@ class Relay:
     async def _idle(self) -> None:
         """Sleeps until a notification, the poll interval, or stop."""
         listener = self._listener
-        listener.notified = listener.reconnected = False
+        if not self._wake.is_set():
+            # A wake-up that came during the batch keeps its cause.
+            listener.notified = listener.reconnected = False
         self.idle.set()
         try:
             woke = await wait_event(self._wake, self._config.poll_interval)
