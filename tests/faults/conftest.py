@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -67,43 +64,10 @@ def figure(name: str, value: object) -> None:
 class Fleet(Harness):
     """A harness whose relays run as OS processes with :data:`PROCESS_ENV`."""
 
-    spawned: int = 0
-
     def spawn(self, *, name: str | None = None, dsn: str | None = None, **env: str) -> RelayProcess:
-        """Starts ``python -m outbox_relay relay``; unlike ``spawn_relay`` it keeps QDRANT_URL."""
-        self.spawned += 1
-        name = name or f"relay{self.spawned}"
-        port = free_port()
-        log_path = self.tmp / f"{name}-{self.spawned}.log"
-        variables = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("OUTBOX_", "QDRANT_", "INNGEST_"))
-        }
-        variables.update(
-            {
-                "DATABASE_URL": dsn or self.dsn,
-                "INNGEST_EVENT_API_BASE_URL": self.standin.base_url,
-                "INNGEST_DEV": "1",
-                "QDRANT_PATH": str(self.tmp / f"qdrant-{name}"),
-                "OUTBOX_HTTP_HOST": "127.0.0.1",
-                "OUTBOX_HTTP_PORT": str(port),
-                "OUTBOX_REPLICA_ID": name,
-                "OUTBOX_LOG_FORMAT": "json",
-                **PROCESS_ENV,
-                **env,
-            }
-        )
-        with log_path.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "outbox_relay", "relay"],
-                env=variables,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        process = RelayProcess(proc, port, log_path)
-        self.processes.append(process)
-        return process
+        """Starts ``python -m outbox_relay relay`` with :data:`PROCESS_ENV` under ``env``."""
+        name = name or f"relay{self.spawned + 1}"
+        return self.spawn_relay(name=name, dsn=dsn, **{**PROCESS_ENV, **env})
 
     async def start(self, **kwargs: Any) -> RelayProcess:
         """Spawns a relay process and waits until it is ready."""
@@ -135,12 +99,6 @@ class Fleet(Harness):
                 )
             await asyncio.sleep(poll)
         return time.monotonic() - began
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[EventApiStandIn]:
-    async with EventApiStandIn() as api:
-        yield api
 
 
 @pytest.fixture

@@ -100,6 +100,7 @@ class Harness:
     tmp: Path
     relays: list[RunningRelay] = field(default_factory=list)
     processes: list[RelayProcess] = field(default_factory=list)
+    spawned: int = 0
     _conn: asyncpg.Connection | None = None
 
     # -- parts ---------------------------------------------------------------------------------
@@ -124,13 +125,25 @@ class Harness:
         self.relays.append(relay)
         return relay
 
-    def spawn_relay(self, *, name: str = "relay", **env: str) -> RelayProcess:
-        """A relay as a real OS process; returns once it is started (not yet ready)."""
+    def spawn_relay(
+        self, *, name: str = "relay", dsn: str | None = None, **env: str
+    ) -> RelayProcess:
+        """A relay as a real OS process; returns once it is started (not yet ready).
+
+        The developer's own ``OUTBOX_*``, ``QDRANT_*`` and ``INNGEST_*`` variables are not
+        inherited: a test passes what it needs (``QDRANT_URL=...`` for a server, say).
+        """
+        self.spawned += 1
         port = free_port()
-        log_path = self.tmp / f"{name}.log"
+        log_path = self.tmp / f"{name}-{self.spawned}.log"
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("OUTBOX_", "QDRANT_", "INNGEST_"))
+        }
         variables = {
-            **os.environ,
-            "DATABASE_URL": self.dsn,
+            **inherited,
+            "DATABASE_URL": dsn or self.dsn,
             "INNGEST_EVENT_API_BASE_URL": self.standin.base_url,
             "INNGEST_DEV": "1",
             "QDRANT_PATH": str(self.tmp / f"qdrant-{name}"),
@@ -144,7 +157,6 @@ class Harness:
             "OUTBOX_PUBLISH_TIMEOUT": "5",
             **env,
         }
-        variables.pop("QDRANT_URL", None)
         with log_path.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "outbox_relay", "relay"],
