@@ -47,23 +47,28 @@ class QdrantIndexChecker:
         if not point_ids:
             return set()
         try:
+            # One deadline for the lookup and, if it fails, the question whether the
+            # collection exists at all: the check never takes longer than its timeout.
             async with asyncio.timeout(self._timeout):
-                records = await self._client.retrieve(
-                    self._collection, ids=list(point_ids), with_payload=False, with_vectors=False
-                )
+                try:
+                    records = await self._client.retrieve(
+                        self._collection,
+                        ids=list(point_ids),
+                        with_payload=False,
+                        with_vectors=False,
+                    )
+                except Exception as exc:  # any client failure is an index outage
+                    if await self._collection_missing():
+                        return set()
+                    raise IndexCheckError(f"{type(exc).__name__}: {exc}") from exc
         except TimeoutError:
             raise IndexCheckError(f"no answer within {self._timeout} s") from None
-        except Exception as exc:
-            if await self._collection_missing():
-                return set()
-            raise IndexCheckError(f"{type(exc).__name__}: {exc}") from exc
         return {str(record.id) for record in records}
 
     async def _collection_missing(self) -> bool:
         try:
-            async with asyncio.timeout(self._timeout):
-                return not await self._client.collection_exists(self._collection)
-        except Exception:
+            return not await self._client.collection_exists(self._collection)
+        except Exception:  # cannot tell: report the original error
             return False
 
     async def close(self) -> None:
