@@ -85,11 +85,13 @@ _SQL_TO_JSON_FIELD: Final = {"artwork_url": "artworkUrl"}
 # Errors after which the database is, for this request, unavailable: the connection is gone or
 # refused, the server is shutting down, starting up, out of connections, or read-only (a
 # standby after a failover). A retry shortly after is the right answer for the client.
+# InternalClientError is how asyncpg sometimes reports a session killed mid-statement.
 _UNAVAILABLE: Final[tuple[type[BaseException], ...]] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.ReadOnlySQLTransactionError,

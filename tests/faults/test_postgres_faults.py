@@ -8,13 +8,18 @@ find rows committed without a notification reaching it. Rows are committed with 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
+import uuid
+from collections import Counter
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from outbox_relay.embedded.postgres import LocalPostgres
 from outbox_relay.inngest.standin import EventApiStandIn, Latency
+from outbox_relay.relay.store import CONNECTION_ERRORS, OutboxStore, Outcomes
 
 from .conftest import Fleet, delivery_report, figure, silent_insert
 
@@ -43,6 +48,7 @@ async def test_postgres_restart_mid_run_relay_reconnects_and_sweeps(
         await silent_insert(restartable_pg.dsn, 200, "USSIL")
         conn = await fleet.conn()
         while await conn.fetchval("SELECT count(*) FROM outbox.messages WHERE status = 'pending'"):
+            assert relay.proc.poll() is None, relay.output()[-6000:]
             assert time.monotonic() - restarted < 30, await fleet.statuses()
             await asyncio.sleep(0.05)
         recovery = time.monotonic() - restarted
@@ -90,3 +96,38 @@ async def test_listen_connection_terminated_relay_relistens_and_sweeps(fleet: Fl
     )
     assert listeners == 1
     assert relay.output().count('"listen_connected"') == 2
+
+
+async def test_a_backend_killed_at_any_instant_is_a_lost_connection(database_url: str) -> None:
+    """Whatever asyncpg raises when the server ends a session mid-statement, the store reads it
+    as a lost connection and the next call reconnects.
+
+    Found in CI: a fast shutdown landing while a fresh connection introspected the types of the
+    relay's first ``finish`` left asyncpg's protocol in a broken state (``InternalClientError``,
+    a few percent of such kills); the relay took it for a bug and exited instead of reconnecting.
+    """
+    store = OutboxStore(database_url, replica_id="killed", lease_seconds=30, max_attempts=5)
+    admin = await asyncpg.connect(database_url)
+    seen: Counter[str] = Counter()
+    try:
+        for _ in range(300):
+            await store.claim(0)  # connected (again), the finish statement not yet prepared
+            outcomes = Outcomes()
+            outcomes.released(1)
+            finish = asyncio.create_task(store.finish(uuid.uuid4(), outcomes))
+            await asyncio.sleep(random.uniform(0, 0.004))
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'outbox-relay' AND datname = current_database()"
+            )
+            try:
+                await finish
+                seen["finished"] += 1
+            except CONNECTION_ERRORS as exc:
+                seen[type(exc).__name__] += 1
+            await store.claim(0)  # the same store carries on
+    finally:
+        await admin.close()
+        await store.close()
+    figure("backend_killed.outcomes", dict(seen))
+    assert sum(seen.values()) - seen["finished"] > 100, seen  # most kills landed mid-statement

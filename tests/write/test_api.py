@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import urllib.parse
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 from aiohttp import web
@@ -660,6 +663,49 @@ async def test_a_server_shutting_down_is_503_and_the_api_recovers_after_its_rest
         assert (await client.post(TRACKS, json=TRACK)).status == 201
 
     assert counts(pg_query, dsn) == (2, 0, 2)
+
+
+async def test_sessions_killed_at_any_instant_are_503_never_500_nor_half_written(
+    database_url: str, pg_query: PgQuery
+) -> None:
+    """The API's sessions terminated by the server at random instants of a write (a failover,
+    an operator's pg_terminate_backend): each answer is 201 or 503, and every library row has
+    its outbox row. asyncpg reports some of these kills as an InternalClientError (its protocol
+    lost its state), which must read as "database unavailable" like any other lost session.
+    """
+    admin = await asyncpg.connect(database_url)
+    statuses: Counter[int] = Counter()
+    try:
+        async with TestClient(TestServer(create_app(database_url))) as client:
+            for n in range(200):
+                path, body = (TRACKS, TRACK) if n % 4 else (ALBUMS, ALBUM)
+                request = asyncio.create_task(client.post(path, json=body))
+                await asyncio.sleep(random.uniform(0, 0.006))
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'outbox-relay-api' AND datname = current_database()"
+                )
+                response = await request
+                statuses[response.status] += 1
+                assert response.status in (201, 503), await response.text()
+    finally:
+        await admin.close()
+
+    print(f"FIGURE api_sessions_killed.statuses={dict(statuses)}")
+    assert statuses[503] > 20, statuses  # the kills did land mid-request
+    orphans = pg_query(
+        database_url,
+        "SELECT (SELECT count(*) FROM library.tracks t WHERE NOT EXISTS "
+        "        (SELECT 1 FROM outbox.messages m WHERE m.id = t.outbox_id)),"
+        "       (SELECT count(*) FROM library.albums a WHERE NOT EXISTS "
+        "        (SELECT 1 FROM outbox.messages m WHERE m.id = a.outbox_id)),"
+        "       (SELECT count(*) FROM outbox.messages m WHERE NOT EXISTS "
+        "        (SELECT 1 FROM library.tracks t WHERE t.outbox_id = m.id) AND NOT EXISTS "
+        "        (SELECT 1 FROM library.albums a WHERE a.outbox_id = m.id))",
+    )[0]
+    assert orphans == (0, 0, 0)
+    tracks, albums, _ = counts(pg_query, database_url)
+    assert tracks + albums >= statuses[201]  # a 503 may hide a commit; a 201 never lies
 
 
 async def test_readiness_and_health(client: Client) -> None:
