@@ -47,7 +47,9 @@ async def run(dsn: str, url: str, qdrant_path: str, batch: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    conn = await asyncpg.connect(dsn)
+    # The relay's default session setting (OUTBOX_SYNCHRONOUS_COMMIT=off), so that the limit
+    # and the relay do the same work per commit.
+    conn = await asyncpg.connect(dsn, server_settings={"synchronous_commit": "off"})
     qdrant = AsyncQdrantClient(path=qdrant_path)
     async with aiohttp.ClientSession() as http:
         print("ready", flush=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     poll_interval: float = Field(1.0, gt=0, validation_alias=_env("OUTBOX_POLL_INTERVAL"))
     lease_seconds: float = Field(30.0, gt=0, validation_alias=_env("OUTBOX_LEASE_SECONDS"))
     max_attempts: int = Field(5, ge=1, validation_alias=_env("OUTBOX_MAX_ATTEMPTS"))
+    # The relay's own session only: its claims and outcomes are re-done with the same event ids
+    # if a crash loses them, so they need not wait for a disk flush (the writes they relay do).
+    synchronous_commit: Literal["on", "off"] = Field(
+        "off", validation_alias=_env("OUTBOX_SYNCHRONOUS_COMMIT")
+    )
     publish_timeout: float = Field(10.0, gt=0, validation_alias=_env("OUTBOX_PUBLISH_TIMEOUT"))
     backoff_base: float = Field(0.5, gt=0, validation_alias=_env("OUTBOX_BACKOFF_BASE"))
     backoff_cap: float = Field(30.0, gt=0, validation_alias=_env("OUTBOX_BACKOFF_CAP"))

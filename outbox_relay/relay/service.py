@@ -63,6 +63,7 @@ class RelayService:
                 replica_id=settings.replica_id,
                 lease_seconds=settings.lease_seconds,
                 max_attempts=settings.max_attempts,
+                synchronous_commit=settings.synchronous_commit,
             ),
             publisher=self.publisher,
             checker=self.checker,

@@ -44,6 +44,37 @@ async def test_a_1000_row_insert_sends_one_notification(database_url: str) -> No
         await listener.close()
 
 
+async def test_the_outbox_row_can_ride_in_the_applications_own_insert(database_url: str) -> None:
+    """The README's one-round-trip form: the library row and its linked outbox row in a single
+    statement, one notification at commit, nothing if the statement fails."""
+    listener, received = await _listen(database_url)
+    writer = await asyncpg.connect(database_url)
+    insert = (
+        "INSERT INTO library.tracks (isrc, title, artist, album, outbox_id) "
+        "VALUES ($1, $2, $3, $4, outbox.enqueue_track($1, $2, $3, $4)) RETURNING outbox_id"
+    )
+    try:
+        outbox_id = await writer.fetchval(insert, "usrc17607839", "Song", "Artist", "Album")
+        row = await writer.fetchrow(
+            "SELECT m.isrc, t.isrc AS library_isrc FROM outbox.messages m "
+            "JOIN library.tracks t ON t.outbox_id = m.id WHERE m.id = $1",
+            outbox_id,
+        )
+        assert tuple(row) == ("USRC17607839", "usrc17607839")
+        with pytest.raises(asyncpg.DataError, match="enqueue_track: title"):
+            await writer.fetchval(insert, "USRC17607840", " ", "Artist", "Album")
+        assert await writer.fetchval("SELECT count(*) FROM outbox.messages") == 1
+        assert await writer.fetchval("SELECT count(*) FROM library.tracks") == 1
+        await writer.execute("SELECT pg_notify('outbox_relay', 'marker')")
+        async with asyncio.timeout(5):
+            while "marker" not in received:
+                await _settle(listener)
+        assert received == ["", "marker"]
+    finally:
+        await writer.close()
+        await listener.close()
+
+
 async def test_claims_and_fan_outs_send_no_notification(database_url: str) -> None:
     """Otherwise every claim would wake every relay, whose claims would wake them again."""
     writer = await asyncpg.connect(database_url)

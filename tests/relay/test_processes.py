@@ -6,6 +6,9 @@ import asyncio
 import signal
 import uuid
 
+import asyncpg
+import pytest
+
 from outbox_relay.db.queries import QUERIES
 from outbox_relay.inngest.standin import Hang
 from outbox_relay.relay.store import OutboxStore, Outcomes
@@ -69,6 +72,37 @@ async def test_two_relays_never_publish_the_same_row(harness: Harness) -> None:
     )
     assert sum(r["n"] for r in by_replica) == 3000
     assert first.service.relay.batches + second.service.relay.batches >= 30
+
+
+@pytest.mark.parametrize("setting", ["off", "on"])
+async def test_only_the_relays_own_session_skips_the_wal_flush(
+    harness: Harness, setting: str
+) -> None:
+    """Claims and outcomes may skip the flush (a crash only re-sends, with the same ids); the
+    setting is the relay session's alone, never the server's nor the application's."""
+    store = OutboxStore(
+        harness.dsn,
+        replica_id="sync",
+        lease_seconds=30,
+        max_attempts=5,
+        synchronous_commit=setting,
+    )
+    try:
+        app_conn = await harness.conn()
+        server_default = await app_conn.fetchval("SHOW synchronous_commit")
+        await store.claim(1)
+        relay_conn = await store._connection()
+        assert await relay_conn.fetchval("SHOW synchronous_commit") == setting
+        # The test server runs with "off" (its fast preset); "on" proves the setting is the
+        # relay session's alone, and neither value reaches other sessions.
+        assert await app_conn.fetchval("SHOW synchronous_commit") == server_default
+        fresh = await asyncpg.connect(harness.dsn)
+        try:
+            assert await fresh.fetchval("SHOW synchronous_commit") == server_default
+        finally:
+            await fresh.close()
+    finally:
+        await store.close()
 
 
 async def test_a_stale_claim_cannot_overwrite_a_reclaimed_row(harness: Harness) -> None:

@@ -70,6 +70,9 @@ def test_event_key_and_origin_resolution(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTBOX_POLL_INTERVAL", "-1")
     monkeypatch.setenv("OUTBOX_LOG_LEVEL", "loud")
+    monkeypatch.setenv("OUTBOX_SYNCHRONOUS_COMMIT", "sometimes")
     with pytest.raises(ConfigurationError) as info:
         load_settings()
-    assert "OUTBOX_POLL_INTERVAL" in str(info.value) and "OUTBOX_LOG_LEVEL" in str(info.value)
+    message = str(info.value)
+    assert "OUTBOX_POLL_INTERVAL" in message and "OUTBOX_LOG_LEVEL" in message
+    assert "OUTBOX_SYNCHRONOUS_COMMIT" in message and "'on' or 'off'" in message
