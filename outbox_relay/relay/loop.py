@@ -134,6 +134,9 @@ class Relay:
         # A batch claimed while the previous one was being published (see _claim_and_process),
         # with the monotonic time its claim was sent: its lease runs from then.
         self._ahead: _Claim | None = None
+        # The previous batch's outcome being written on the store's second connection while
+        # this batch is claimed and published (see _record_later).
+        self._recording: asyncio.Task[None] | None = None
         # Set while the loop waits for work: lets tests and tools act "between batches".
         self.idle = asyncio.Event()
         self._database_ok = False
@@ -185,6 +188,7 @@ class Relay:
         finally:
             # The side tasks watch the same event; setting it ends the task group.
             self._stop.set()
+            await self._recorded()
             await self._release_ahead()
 
     async def _idle(self) -> None:
@@ -193,6 +197,9 @@ class Relay:
         if not self._wake.is_set():
             # A wake-up that came during the batch keeps its cause.
             listener.notified = listener.reconnected = False
+            # Nothing to claim: let the last batch's outcome land before sleeping, so that an
+            # idle relay has recorded everything it did.
+            await self._recorded()
         self.idle.set()
         try:
             woke = await wait_event(self._wake, self._config.poll_interval)
@@ -266,10 +273,7 @@ class Relay:
         finally:
             if claim_ahead is not None:
                 self._ahead = await self._collect(claim_ahead, ahead_sent_at)
-        await self._finish(batch)
-        self._log_albums(batch)
-        self.batches += 1
-        self._metrics.batch_duration.observe(time.perf_counter() - started)
+        await self._record_later(batch, started)
         if result.outage is not None:
             self._enter_outage(result.outage, unsent=len(result.unsent))
             await self._release_ahead()
@@ -297,6 +301,7 @@ class Relay:
         ahead, self._ahead = self._ahead, None
         if ahead is None:
             return
+        await self._recorded()  # one statement at a time on the outcomes connection
         token, rows, _ = ahead
         batch = _Batch(token)
         for row in rows:
@@ -451,6 +456,34 @@ class Relay:
         for event in result.unsent:
             batch.outcomes.released(event.row_id)
         self._metrics.rows_released.inc(len(result.unsent))
+
+    async def _record_later(self, batch: _Batch, started: float) -> None:
+        """Writes the batch's outcome on the store's second connection while the loop moves
+        on to the next claim; outcomes are written in batch order, one at a time."""
+        await self._recorded()
+        self._recording = asyncio.create_task(self._write_outcome(batch, started))
+
+    async def _recorded(self) -> None:
+        """Waits for the outcome being written, if any."""
+        recording, self._recording = self._recording, None
+        if recording is None:
+            return
+        try:
+            await asyncio.shield(recording)
+        except CONNECTION_ERRORS as exc:
+            # _finish gives up only once the relay stops: the rows' leases expire and their
+            # events go out again with the same ids.
+            log.warning(
+                "database_error",
+                error=f"{type(exc).__name__}: {exc}",
+                action="recording a batch's outcome while stopping; its lease will expire",
+            )
+
+    async def _write_outcome(self, batch: _Batch, started: float) -> None:
+        await self._finish(batch)
+        self._log_albums(batch)
+        self.batches += 1
+        self._metrics.batch_duration.observe(time.perf_counter() - started)
 
     async def _finish(self, batch: _Batch) -> None:
         """Records the batch's outcomes; shielded so a cancellation cannot tear the write."""

@@ -1,8 +1,9 @@
-"""Every database operation of the relay loop, on one asyncpg connection.
+"""Every database operation of the relay loop.
 
 Two statements per batch: ``claim`` (which also fans albums out) and ``finish`` (which records
-every row's outcome at once). Neither holds a transaction open while Qdrant or Inngest is
-called: a claim is a lease written into the row, not a lock held by a session.
+every row's outcome at once), each on its own connection. Neither holds a transaction open
+while Qdrant or Inngest is called: a claim is a lease written into the row, not a lock held by
+a session.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 import structlog
@@ -83,8 +83,38 @@ class Outcomes:
         return len(self.ids)
 
 
+class _Session:
+    """One lazily (re)connected connection; dropped at the first sign it is unusable."""
+
+    def __init__(self, dsn: str, server_settings: dict[str, str]) -> None:
+        self._dsn = dsn
+        self._server_settings = server_settings
+        self._conn: asyncpg.Connection | None = None
+
+    async def connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                self._dsn, timeout=10, server_settings=self._server_settings
+            )
+        return self._conn
+
+    def drop(self) -> None:
+        if self._conn is not None:
+            self._conn.terminate()
+            self._conn = None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close(timeout=5)
+
+
 class OutboxStore:
-    """The relay's connection and its two statements."""
+    """The relay's two statements, each on a connection of its own.
+
+    ``claim`` and ``finish`` never share a connection, so the loop can record one batch while
+    it claims the next; each is used by one operation at a time.
+    """
 
     def __init__(
         self,
@@ -95,7 +125,6 @@ class OutboxStore:
         max_attempts: int,
         synchronous_commit: str = "off",
     ) -> None:
-        self._dsn = dsn
         self._replica_id = replica_id
         self._lease_seconds = lease_seconds
         self._max_attempts = max_attempts
@@ -104,33 +133,24 @@ class OutboxStore:
         # then look unclaimed (or still claimed, until the lease runs out) and are published
         # again with the same event ids, which Inngest runs once. Application writes keep
         # their own setting: nothing committed by them can be lost this way.
-        self._server_settings = {
-            "application_name": "outbox-relay",
-            "synchronous_commit": synchronous_commit,
-        }
-        self._conn: asyncpg.Connection | None = None
-
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(
-                self._dsn, timeout=10, server_settings=self._server_settings
-            )
-        return self._conn
-
-    async def ping(self) -> None:
-        conn = await self._connection()
-        await conn.fetchval("SELECT 1", timeout=5)
+        self._claims = _Session(
+            dsn, {"application_name": "outbox-relay", "synchronous_commit": synchronous_commit}
+        )
+        self._outcomes = _Session(
+            dsn,
+            {"application_name": "outbox-relay-record", "synchronous_commit": synchronous_commit},
+        )
 
     async def claim(self, limit: int) -> tuple[uuid.UUID, Sequence[asyncpg.Record]]:
         """Claims up to ``limit`` rows (albums arrive fanned out) under a fresh token."""
         token = uuid.uuid4()
-        conn = await self._connection()
+        conn = await self._claims.connection()
         try:
             rows = await conn.fetch(
                 QUERIES["claim"], limit, token, self._replica_id, self._lease_seconds
             )
         except CONNECTION_ERRORS:
-            await self._drop()
+            self._claims.drop()
             raise
         return token, rows
 
@@ -138,7 +158,7 @@ class OutboxStore:
         """Records the outcomes; returns how many rows still held the claim."""
         if not outcomes:
             return 0
-        conn = await self._connection()
+        conn = await self._outcomes.connection()
         try:
             status: str = await conn.execute(
                 QUERIES["finish"],
@@ -153,25 +173,10 @@ class OutboxStore:
                 outcomes.retry_in,
             )
         except CONNECTION_ERRORS:
-            await self._drop()
+            self._outcomes.drop()
             raise
         return int(status.rsplit(" ", 1)[-1])
 
-    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
-        conn = await self._connection()
-        try:
-            rows: list[asyncpg.Record] = await conn.fetch(QUERIES[query], *args)
-        except CONNECTION_ERRORS:
-            await self._drop()
-            raise
-        return rows
-
-    async def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.terminate()
-            self._conn = None
-
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close(timeout=5)
-            self._conn = None
+        await self._claims.close()
+        await self._outcomes.close()

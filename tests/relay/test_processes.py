@@ -90,9 +90,13 @@ async def test_only_the_relays_own_session_skips_the_wal_flush(
     try:
         app_conn = await harness.conn()
         server_default = await app_conn.fetchval("SHOW synchronous_commit")
-        await store.claim(1)
-        relay_conn = await store._connection()
-        assert await relay_conn.fetchval("SHOW synchronous_commit") == setting
+        token, _ = await store.claim(1)
+        outcomes = Outcomes()
+        outcomes.released(1)
+        await store.finish(token, outcomes)
+        for session in (store._claims, store._outcomes):
+            relay_conn = await session.connection()
+            assert await relay_conn.fetchval("SHOW synchronous_commit") == setting
         # The test server runs with "off" (its fast preset); "on" proves the setting is the
         # relay session's alone, and neither value reaches other sessions.
         assert await app_conn.fetchval("SHOW synchronous_commit") == server_default
