@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-import asyncpg
 import structlog
 
 from outbox_relay.aio import wait_event
 from outbox_relay.backoff import Backoff
 from outbox_relay.db.queries import QUERIES
 from outbox_relay.metrics import RelayMetrics
-from outbox_relay.relay.store import CONNECTION_ERRORS
+from outbox_relay.relay.store import CONNECTION_ERRORS, Session
 
 log = structlog.get_logger("outbox_relay.maintenance")
 
@@ -32,13 +31,12 @@ class Maintenance:
         retention_seconds: float | None = 7 * 24 * 3600.0,
         retention_batch: int = 1000,
     ) -> None:
-        self._dsn = dsn
         self._metrics = metrics
         self._backoff = backoff
         self._refresh_interval = refresh_interval
         self._retention_seconds = retention_seconds
         self._retention_batch = retention_batch
-        self._conn: asyncpg.Connection | None = None
+        self._session = Session(dsn, {"application_name": "outbox-relay-maint"})
         self.deleted = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -52,7 +50,7 @@ class Maintenance:
                     self._backoff.reset()
                     wait = self._refresh_interval
                 except CONNECTION_ERRORS as exc:
-                    await self._drop()
+                    self._session.drop()
                     wait = self._backoff.next_delay()
                     log.warning(
                         "maintenance_database_error",
@@ -61,17 +59,10 @@ class Maintenance:
                     )
                 await wait_event(stop, wait)
         finally:
-            await self._drop()
-
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(
-                self._dsn, timeout=10, server_settings={"application_name": "outbox-relay-maint"}
-            )
-        return self._conn
+            self._session.drop()
 
     async def refresh_gauges(self) -> None:
-        conn = await self._connection()
+        conn = await self._session.connection()
         row = await conn.fetchrow(QUERIES["gauges"], timeout=30)
         assert row is not None
         self._metrics.pending_rows.set(row["pending"])
@@ -82,7 +73,7 @@ class Maintenance:
     async def delete_finished(self, stop: asyncio.Event) -> int:
         """Deletes expired finished rows in small batches until none is left; returns how many."""
         assert self._retention_seconds is not None
-        conn = await self._connection()
+        conn = await self._session.connection()
         total = 0
         started = time.perf_counter()
         while not stop.is_set():
@@ -103,8 +94,3 @@ class Maintenance:
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )
         return total
-
-    async def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.terminate()
-            self._conn = None

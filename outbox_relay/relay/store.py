@@ -83,7 +83,7 @@ class Outcomes:
         return len(self.ids)
 
 
-class _Session:
+class Session:
     """One lazily (re)connected connection; dropped at the first sign it is unusable."""
 
     def __init__(self, dsn: str, server_settings: dict[str, str]) -> None:
@@ -133,10 +133,10 @@ class OutboxStore:
         # then look unclaimed (or still claimed, until the lease runs out) and are published
         # again with the same event ids, which Inngest runs once. Application writes keep
         # their own setting: nothing committed by them can be lost this way.
-        self._claims = _Session(
+        self._claims = Session(
             dsn, {"application_name": "outbox-relay", "synchronous_commit": synchronous_commit}
         )
-        self._outcomes = _Session(
+        self._outcomes = Session(
             dsn,
             {"application_name": "outbox-relay-record", "synchronous_commit": synchronous_commit},
         )
