@@ -36,7 +36,12 @@ class Maintenance:
         self._refresh_interval = refresh_interval
         self._retention_seconds = retention_seconds
         self._retention_batch = retention_batch
-        self._session = Session(dsn, {"application_name": "outbox-relay-maint"})
+        # Gauges and retention are background work: they must not take parallel workers (every
+        # core of a small machine) from the relay's drain.
+        self._session = Session(
+            dsn,
+            {"application_name": "outbox-relay-maint", "max_parallel_workers_per_gather": "0"},
+        )
         self.deleted = 0
 
     async def run(self, stop: asyncio.Event) -> None:

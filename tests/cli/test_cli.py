@@ -48,8 +48,8 @@ def test_migrate_applies_once_then_is_a_no_op(fresh_database_url: str) -> None:
     first = run("migrate", DATABASE_URL=fresh_database_url)
     assert first.returncode == 0, first.stderr
     assert (
-        "applied 5 migration(s): 001_outbox, 002_library, 003_retention_and_history, "
-        "004_relay_role, 005_fast_enqueue" in first.stdout
+        "applied 6 migration(s): 001_outbox, 002_library, 003_retention_and_history, "
+        "004_relay_role, 005_fast_enqueue, 006_pending_age_index" in first.stdout
     )
     again = run("migrate", DATABASE_URL=fresh_database_url)
     assert again.returncode == 0

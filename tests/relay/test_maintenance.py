@@ -28,6 +28,10 @@ async def test_gauges_report_pending_dead_lag_and_dead_tuples(harness: Harness) 
     assert metrics.dead_rows._value.get() == 1
     assert 89 <= metrics.oldest_pending_age._value.get() < 120
     assert metrics.table_dead_tuples._value.get() >= 0
+    # background work: its session never takes parallel workers from the drain
+    session = await maintenance._session.connection()
+    assert await session.fetchval("SHOW max_parallel_workers_per_gather") == "0"
+    maintenance._session.drop()
 
 
 async def test_retention_deletes_old_finished_rows_in_batches_and_keeps_dead(
