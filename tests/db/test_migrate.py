@@ -69,3 +69,35 @@ async def test_a_failing_migration_leaves_nothing_behind(
         assert await conn.fetchval("SELECT count(*) FROM outbox.schema_migrations") == 1
     finally:
         await conn.close()
+
+
+def _move(source: Path, target: Path, *, since: str) -> None:
+    for path in sorted(source.glob("0*.sql")):
+        if path.name >= since:
+            path.rename(target / path.name)
+
+
+async def test_an_index_built_concurrently_beforehand_is_kept_by_006(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    """operations.md: on a large table, build 006's index CONCURRENTLY first; migrate skips it."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(migrations_dir(), folder)
+    _move(folder, tmp_path, since="006")  # hold 006 and what follows back
+    await migrate(fresh_database_url, folder)
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        await conn.execute(
+            "CREATE INDEX CONCURRENTLY messages_pending_created_idx ON outbox.messages "
+            "(created_at) WHERE status = 'pending' AND created_at IS NOT NULL"
+        )
+        _move(tmp_path, folder, since="006")
+        assert "006_pending_age_index" in await migrate(fresh_database_url, folder)
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'messages_pending_created_idx'"
+            )
+            == 1
+        )
+    finally:
+        await conn.close()
