@@ -603,6 +603,9 @@ async def backlog_template(bench: Bench, pending: int, done: int) -> str:
 async def backlog_rate(bench: Bench, template: str, p: Profile) -> tuple[float, float]:
     """Rows/s over a window of the drain, and the relay's peak RSS (MB)."""
     async with bench.database(template) as dsn:
+        # The clone was just written through the page cache (hundreds of MB for the large
+        # backlog): let the kernel write it back now, not during the measured window.
+        await asyncio.to_thread(os.sync)
         await bench.control.reset()
         relay = bench.spawn_relay(dsn)
         async with bench.running([relay]):
