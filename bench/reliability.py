@@ -55,6 +55,9 @@ from outbox_relay.inngest.standin import (
 from outbox_relay.logs import configure_logging
 from outbox_relay.write.api import create_app
 
+# Settings for relay processes here and in the fault tests (tests/faults): fast reconnects and
+# probes, no client-side rate limit in the way (the stand-in enforces Inngest's when a scenario
+# asks for it), a short lease so that a killed relay's rows come back quickly.
 PROCESS_ENV = {
     "OUTBOX_POLL_INTERVAL": "0.2",
     "OUTBOX_BACKOFF_BASE": "0.05",

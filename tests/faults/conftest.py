@@ -32,27 +32,12 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from bench.reliability import PROCESS_ENV  # the same relay settings as the reliability bench
 from outbox_relay.embedded.postgres import free_port
 from outbox_relay.inngest.standin import EventApiStandIn
 from outbox_relay.write.api import create_app
 
 from relay.conftest import Harness, RelayProcess
-
-# Settings for relay processes in fault tests: fast reconnects and probes, no client-side rate
-# limit in the way (the stand-in enforces Inngest's when a test asks for it), a short lease so
-# that a killed relay's rows come back quickly.
-PROCESS_ENV = {
-    "OUTBOX_POLL_INTERVAL": "0.2",
-    "OUTBOX_BACKOFF_BASE": "0.05",
-    "OUTBOX_BACKOFF_CAP": "0.5",
-    "OUTBOX_RETRY_BASE": "0.05",
-    "OUTBOX_RETRY_CAP": "0.2",
-    "OUTBOX_PUBLISH_TIMEOUT": "2",
-    "OUTBOX_LEASE_SECONDS": "3",
-    "OUTBOX_RATE_LIMIT_REQUESTS": "100000",
-    "OUTBOX_RATE_LIMIT_WINDOW": "1",
-    "OUTBOX_LOG_LEVEL": "info",
-}
 
 
 def figure(name: str, value: object) -> None:
