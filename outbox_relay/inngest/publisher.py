@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import email.utils
 import os
 import time
@@ -41,24 +42,38 @@ _REQUEST_LEVEL_ERRORS: Final = ("Cannot have more than", "request body", "Reques
 
 
 class RateLimiter:
-    """At most ``requests`` per sliding ``window`` seconds (Inngest Cloud: 75 per 5 s per key)."""
+    """At most ``requests`` per sliding ``window`` seconds (Inngest Cloud: 75 per 5 s per key).
+
+    A request counts from the moment its answer arrived (:meth:`settle`), not from when it was
+    sent: the server counted it at some moment in between, so however the network delays vary,
+    the server never sees one request too many in its window. (A request still unanswered a
+    whole window after it was sent stops counting until its answer comes, so a second request
+    may start meanwhile; an Event API that slow is close to an outage anyway.)
+    """
 
     def __init__(self, requests: int, window: float) -> None:
         self._requests = requests
         self._window = window
-        self._sent: deque[float] = deque()
+        self._marks: list[float] = []  # sorted
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> float:
+        """Waits for a free slot; returns its mark, to hand to :meth:`settle` once answered."""
         async with self._lock:
             while True:
                 now = time.monotonic()
-                while self._sent and now - self._sent[0] >= self._window:
-                    self._sent.popleft()
-                if len(self._sent) < self._requests:
-                    self._sent.append(now)
-                    return
-                await asyncio.sleep(self._window - (now - self._sent[0]))
+                del self._marks[: bisect.bisect_right(self._marks, now - self._window)]
+                if len(self._marks) < self._requests:
+                    bisect.insort(self._marks, now)
+                    return now
+                await asyncio.sleep(self._window - (now - self._marks[0]))
+
+    def settle(self, mark: float) -> None:
+        """The request holding ``mark`` is over: it counts from now on."""
+        i = bisect.bisect_left(self._marks, mark)
+        if i < len(self._marks) and self._marks[i] == mark:
+            del self._marks[i]
+        bisect.insort(self._marks, time.monotonic())
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -211,12 +226,21 @@ class EventApiPublisher:
     async def _post(
         self, body: bytes, *, expected: int, deadline: float | None = None
     ) -> _Accepted | _Refused:
-        await self._limiter.acquire()
         timeout = self._timeout
-        # Never start a request whose timeout could outlast the batch's lease. Shortening the
-        # timeout instead would make answers that are merely slow look lost, and resend them.
-        if deadline is not None and time.monotonic() + (timeout.total or 0.0) > deadline:
-            raise _OutOfTime
+        mark = await self._limiter.acquire()
+        try:
+            # Never start a request whose timeout could outlast the batch's lease. Shortening
+            # the timeout instead would make answers that are merely slow look lost, and resend
+            # them.
+            if deadline is not None and time.monotonic() + (timeout.total or 0.0) > deadline:
+                raise _OutOfTime
+            return await self._send(body, timeout, expected)
+        finally:
+            self._limiter.settle(mark)
+
+    async def _send(
+        self, body: bytes, timeout: aiohttp.ClientTimeout, expected: int
+    ) -> _Accepted | _Refused:
         headers = {**self._headers, "x-inngest-event-id-seed": _seed_header()}
         started = time.perf_counter()
         try:

@@ -16,6 +16,7 @@ from outbox_relay.domain.events import TrackEvent, encode_event
 from outbox_relay.inngest.publisher import EventApiPublisher, RateLimiter, _retry_after
 from outbox_relay.inngest.standin import (
     EventApiStandIn,
+    Latency,
     RateLimit,
     Refuse,
     Reject,
@@ -200,6 +201,26 @@ async def test_the_client_side_rate_limit_keeps_under_the_servers(api: EventApiS
         await pub.close()
     assert api.status_counts.get(429, 0) == 0
     assert api.event_count == 12
+
+
+async def test_a_request_delayed_on_its_way_still_counts_inside_the_servers_window(
+    api: EventApiStandIn,
+) -> None:
+    """Client and server allow the same 5 requests per 0.5 s. The first request reaches the
+    server 0.3 s late (the server counts it then); counting requests from when they were sent,
+    the client let the sixth go out 0.5 s after the first had been *sent*, 0.2 s after the
+    server counted it: a 429. Counting from the answer keeps every window under the limit."""
+    await api.inject(RateLimit(limit=5, window_s=0.5))
+    await api.inject(Latency(0.3), times=1)
+    pub = publisher(api.base_url, rate_limit=(5, 0.5))
+    try:
+        for n in range(7):
+            result = await pub.publish(events(1, start=n))
+            assert result.outage is None, result.outage
+    finally:
+        await pub.close()
+    assert api.status_counts.get(429, 0) == 0
+    assert api.event_count == 7
 
 
 async def test_rate_limiter_allows_a_burst_then_spaces_requests() -> None:
