@@ -41,8 +41,9 @@ import asyncpg
 from aiohttp import web
 
 from outbox_relay.db.migrate import migrate
-from outbox_relay.embedded.postgres import LocalPostgres, create_database, free_port
-from outbox_relay.inngest.standin import (
+from outbox_relay.http.write_api import create_app
+from outbox_relay.logs import configure_logging
+from outbox_relay.testing.inngest import (
     EventApiStandIn,
     Fault,
     Hang,
@@ -52,8 +53,7 @@ from outbox_relay.inngest.standin import (
     Status5xx,
     Status429,
 )
-from outbox_relay.logs import configure_logging
-from outbox_relay.write.api import create_app
+from outbox_relay.testing.postgres import LocalPostgres, create_database, free_port
 
 # Settings for relay processes here and in the fault tests (tests/faults): fast reconnects and
 # probes, no client-side rate limit in the way (the stand-in enforces Inngest's when a scenario

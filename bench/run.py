@@ -2,7 +2,7 @@
 
 Everything runs on this machine, each part in its own process so none shares the relay's event
 loop: PostgreSQL (:class:`LocalPostgres` with **durable defaults**: fsync, synchronous_commit
-and full_page_writes on), the Event API stand-in (``python -m outbox_relay.inngest.standin``),
+and full_page_writes on), the Event API stand-in (``python -m outbox_relay.testing.inngest``),
 relays (``python -m outbox_relay relay``, logging JSON to a file as in production) and the
 raw-asyncpg baseline (``python -m bench.raw``). This process only writes rows and watches.
 
@@ -37,7 +37,7 @@ from qdrant_client import AsyncQdrantClient, models
 
 from outbox_relay.db.migrate import migrate
 from outbox_relay.domain.isrc import point_id
-from outbox_relay.embedded.postgres import LocalPostgres, free_port
+from outbox_relay.testing.postgres import LocalPostgres, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_KEY = "NO_EVENT_KEY_SET"  # what a relay in dev mode sends
@@ -143,7 +143,7 @@ class StandIn:
     def start(cls) -> StandIn:
         proc = subprocess.Popen(
             [
-                *(sys.executable, "-m", "outbox_relay.inngest.standin"),
+                *(sys.executable, "-m", "outbox_relay.testing.inngest"),
                 *("--port", "0", "--control-port", "0", "--log-level", "warning"),
             ],
             stdout=subprocess.PIPE,

@@ -30,5 +30,9 @@ class EventApiUnavailable(EventApiError):
         self.retry_after = retry_after
 
 
+class IndexCheckError(OutboxRelayError):
+    """The index (Qdrant) could not answer; the relay fails open and publishes anyway."""
+
+
 class EmbeddedServerError(OutboxRelayError):
     """A local server (PostgreSQL for the demo and tests) could not be started or stopped."""

@@ -1,7 +1,7 @@
 """Shared fixtures: a real PostgreSQL for the whole session, a migrated template, a clone a test.
 
 By default the session starts its own throwaway server from the machine's PostgreSQL binaries
-(:class:`outbox_relay.embedded.postgres.LocalPostgres`, durability off for speed). Set
+(:class:`outbox_relay.testing.postgres.LocalPostgres`, durability off for speed). Set
 ``OUTBOX_TEST_DATABASE_URL=postgresql://user@host:port/db`` to use an existing server instead: the
 suite then only creates and drops its own ``outbox_template_*``/``outbox_test_*`` databases there
 (the role needs CREATEDB) and never touches the others; tests that must stop or restart
@@ -37,7 +37,7 @@ import pytest
 import structlog
 from psycopg import sql
 
-from outbox_relay.embedded.postgres import (
+from outbox_relay.testing.postgres import (
     LocalPostgres,
     create_database,
     drop_database,

@@ -87,10 +87,10 @@ async def run_demo(settings: Settings, *, serve: bool) -> int:
 @contextlib.asynccontextmanager
 async def _stack(settings: Settings, workdir: Path) -> AsyncIterator[dict[str, Any]]:
     """Starts every part, embedded where nothing is configured; stops them in reverse."""
-    from outbox_relay.embedded.postgres import LocalPostgres
-    from outbox_relay.inngest.standin import EventApiStandIn
-    from outbox_relay.relay.service import RelayService
-    from outbox_relay.write.api import create_app
+    from outbox_relay.apps.relay import RelayService
+    from outbox_relay.http.write_api import create_app
+    from outbox_relay.testing.inngest import EventApiStandIn
+    from outbox_relay.testing.postgres import LocalPostgres
 
     async with contextlib.AsyncExitStack() as stack:
         say("outbox-relay demo\n=================")

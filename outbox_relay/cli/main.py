@@ -55,13 +55,6 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="the whole system on this machine, for a first look")
     demo.add_argument("--serve", action="store_true", help="keep running after the walkthrough")
 
-    standin = commands.add_parser(
-        "standin", help="run the Event API stand-in (tests, benchmarks, local development)"
-    )
-    standin.add_argument("--host", default="127.0.0.1")
-    standin.add_argument("--port", type=int, default=8288)
-    standin.add_argument("--control-port", type=int, default=None)
-    standin.add_argument("--keys", default=None, help="comma-separated accepted event keys")
     return parser
 
 
@@ -102,12 +95,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         )
         return 0
     if args.command == "relay":
-        from outbox_relay.relay.service import RelayService
+        from outbox_relay.apps.relay import RelayService
 
         await RelayService(settings).run(handle_signals=True)
         return 0
     if args.command == "api":
-        from outbox_relay.write.api import serve
+        from outbox_relay.apps.api import serve
 
         await serve(settings.require_database_url(), settings.api_host, settings.api_port)
         return 0
@@ -132,14 +125,6 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         from outbox_relay.cli.demo import run_demo
 
         return await run_demo(settings, serve=args.serve)
-    if args.command == "standin":
-        from outbox_relay.inngest.standin import serve as serve_standin
-
-        keys = [k for k in (args.keys or "").split(",") if k] or None
-        await serve_standin(
-            host=args.host, port=args.port, control_port=args.control_port, keys=keys
-        )
-        return 0
     raise AssertionError(args.command)
 
 

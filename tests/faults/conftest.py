@@ -33,9 +33,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bench.reliability import PROCESS_ENV  # the same relay settings as the reliability bench
-from outbox_relay.embedded.postgres import free_port
-from outbox_relay.inngest.standin import EventApiStandIn
-from outbox_relay.write.api import create_app
+from outbox_relay.http.write_api import create_app
+from outbox_relay.testing.inngest import EventApiStandIn
+from outbox_relay.testing.postgres import free_port
 
 from relay.conftest import Harness, RelayProcess
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from outbox_relay.write.api import create_app
+from outbox_relay.http.write_api import create_app
 
 # -- the API, served for real on a loop of its own ---------------------------------------------
 

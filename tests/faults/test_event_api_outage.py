@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from outbox_relay.inngest.standin import Fault, Hang, Refuse, Status5xx
+from outbox_relay.testing.inngest import Fault, Hang, Refuse, Status5xx
 
 from .conftest import Fleet, SteadyWriter, delivery_report, figure, quantile, write_api
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from outbox_relay.inngest.standin import Fault, Status5xx, Status429
+from outbox_relay.testing.inngest import Fault, Status5xx, Status429
 
 from .conftest import Fleet, delivery_report, figure
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from outbox_relay.inngest.standin import EventApiStandIn, Reject
+from outbox_relay.testing.inngest import EventApiStandIn, Reject
 
 from .conftest import Fleet, delivery_report
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from outbox_relay.embedded.postgres import LocalPostgres
-from outbox_relay.inngest.standin import EventApiStandIn, Latency
 from outbox_relay.relay.store import CONNECTION_ERRORS, OutboxStore, Outcomes
+from outbox_relay.testing.inngest import EventApiStandIn, Latency
+from outbox_relay.testing.postgres import LocalPostgres
 
 from .conftest import Fleet, delivery_report, figure, silent_insert
 

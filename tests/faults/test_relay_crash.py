@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 
-from outbox_relay.inngest.standin import Latency
+from outbox_relay.testing.inngest import Latency
 
 from .conftest import Fleet, delivery_report, figure
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 
-from outbox_relay.inngest.standin import Reject
+from outbox_relay.testing.inngest import Reject
 
 from .conftest import Fleet, delivery_report, figure
 

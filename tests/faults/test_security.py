@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from outbox_relay.inngest.standin import Refuse, Reject, Status5xx
+from outbox_relay.testing.inngest import Refuse, Reject, Status5xx
 
 from .conftest import Fleet, refused_port
 

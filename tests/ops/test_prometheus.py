@@ -30,8 +30,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from outbox_relay.embedded.postgres import free_port
-from outbox_relay.inngest.standin import EventApiStandIn, Reject, Status5xx
+from outbox_relay.testing.inngest import EventApiStandIn, Reject, Status5xx
+from outbox_relay.testing.postgres import free_port
 
 from relay.harness import Harness
 

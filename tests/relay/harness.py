@@ -24,11 +24,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 from qdrant_client import AsyncQdrantClient, models
 
+from outbox_relay.apps.relay import RelayService
 from outbox_relay.config import Settings
 from outbox_relay.domain.isrc import point_id
-from outbox_relay.embedded.postgres import free_port
-from outbox_relay.inngest.standin import EventApiStandIn
-from outbox_relay.relay.service import RelayService
+from outbox_relay.testing.inngest import EventApiStandIn
+from outbox_relay.testing.postgres import free_port
 
 FAST = {
     "poll_interval": 0.2,

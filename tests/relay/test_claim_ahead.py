@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from outbox_relay.inngest.standin import Status5xx
+from outbox_relay.testing.inngest import Status5xx
 
 from .conftest import Harness
 

@@ -15,8 +15,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-from outbox_relay.inngest.standin import Drop, Hang, Refuse, Status5xx, Status429
-from outbox_relay.write.api import create_app
+from outbox_relay.http.write_api import create_app
+from outbox_relay.testing.inngest import Drop, Hang, Refuse, Status5xx, Status429
 
 from .conftest import Harness, wait_until
 

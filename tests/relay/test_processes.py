@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 
 from outbox_relay.db.queries import QUERIES
-from outbox_relay.inngest.standin import Hang
 from outbox_relay.relay.store import OutboxStore, Outcomes
+from outbox_relay.testing.inngest import Hang
 
 from .conftest import Harness, wait_until
 

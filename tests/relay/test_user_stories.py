@@ -258,7 +258,7 @@ async def test_us1_to_us4_through_the_http_api(harness: Harness) -> None:
     """Track, album, repeat and an indexed track, all through POST /v1/library/*."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from outbox_relay.write.api import create_app
+    from outbox_relay.http.write_api import create_app
 
     await harness.seed_indexed(["GBAYE0601498"])
     await harness.start_relay()

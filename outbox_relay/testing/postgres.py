@@ -826,7 +826,7 @@ class LocalPostgres:
         text = conf.read_text(encoding="utf-8")
         if include not in text:
             with conf.open("a", encoding="utf-8") as handle:
-                handle.write(f"\n# Added by outbox_relay.embedded.postgres\n{include}\n")
+                handle.write(f"\n# Added by outbox_relay.testing.postgres\n{include}\n")
 
     def _copy_cluster(self, source: Path, data_dir: Path) -> None:
         """Copies a stopped cluster into the (empty, server-owned) ``data_dir``."""
@@ -905,7 +905,7 @@ class LocalPostgres:
             "unix_socket_directories": str(self.socket_dir),
             **self._settings,
         }
-        lines = ["# Written by outbox_relay.embedded.postgres at each start; edits are lost."]
+        lines = ["# Written by outbox_relay.testing.postgres at each start; edits are lost."]
         lines += [f"{name} = {_conf_quote(value)}" for name, value in settings.items()]
         path = self.data_dir / _CONF_FILE
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")

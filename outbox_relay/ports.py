@@ -1,8 +1,8 @@
 """What the relay needs from the outside world, as protocols.
 
-The loop depends on these, not on aiohttp or qdrant-client, so it reads as the algorithm it
-is. Each has one real adapter: :mod:`outbox_relay.inngest.publisher` and
-:mod:`outbox_relay.qdrant.checker`.
+The loops depend on these, not on aiohttp or qdrant-client, so they read as the algorithms they
+are. Each has one real adapter in :mod:`outbox_relay.adapters` and an in-memory fake in
+:mod:`outbox_relay.testing.fakes`.
 """
 
 from __future__ import annotations
@@ -49,13 +49,12 @@ class Publisher(Protocol):
     async def close(self) -> None: ...
 
 
-class IndexCheckError(Exception):
-    """The index could not answer; the relay fails open and publishes anyway."""
-
-
 class IndexChecker(Protocol):
     async def indexed(self, point_ids: Sequence[str]) -> set[str]:
-        """Which of these point ids exist in the index; raises IndexCheckError."""
+        """Which of these point ids exist in the index.
+
+        Raises :class:`~outbox_relay.errors.IndexCheckError` when the index cannot answer.
+        """
         ...
 
     async def close(self) -> None: ...

@@ -45,7 +45,7 @@ What it adds: fault switches (refused connections, dropped connections before or
 were recorded, 5xx with JSON or HTML bodies, 429 with ``Retry-After``, hung requests, rejection of
 chosen events, Cloud's rate limit, latency), a Python API for in-process use, an HTTP control
 surface (``/_standin/...``, optionally on its own port so it keeps working while the Event API port
-refuses connections), and a command line: ``python -m outbox_relay.inngest.standin --port 8288``.
+refuses connections), and a command line: ``python -m outbox_relay.testing.inngest --port 8288``.
 
 Known simplifications: form-encoded bodies are not parsed (they get the invalid-body error),
 ``meta`` is not validated, a float ``ts`` is quoted in its Python spelling in the type error, and
@@ -58,660 +58,61 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import binascii
-import contextlib
 import http
-import json
 import logging
 import math
 import os
-import re
 import signal
 import socket
 import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, NamedTuple, TypeAlias, TypeVar
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 import orjson
 import structlog
 from aiohttp import web
 
-__all__ = [
-    "ABSOLUTE_MAX_EVENT_SIZE",
-    "CLOUD_RATE_LIMIT_REQUESTS",
-    "CLOUD_RATE_LIMIT_WINDOW_S",
-    "DEFAULT_REJECT_MESSAGE",
-    "MAX_EVENTS",
-    "RUN_IDEMPOTENCY_PERIOD_S",
-    "SEED_HEADER",
-    "Drop",
-    "EventApiStandIn",
-    "Fault",
-    "FaultKind",
-    "Hang",
-    "Latency",
-    "RateLimit",
-    "RecordedEvent",
-    "Refuse",
-    "Reject",
-    "RequestRecord",
-    "Run",
-    "Status5xx",
-    "Status429",
-    "derive_event_ids",
-    "fault_from_json",
-    "main",
-    "parse_event_id_seed",
-    "serve",
-]
-
-_log = structlog.get_logger("outbox_relay.inngest.standin")
-
-# --- Inngest's constants (pkg/consts/consts.go, pkg/consts/events.go) ---------------------------
-
-#: ``consts.AbsoluteMaxEventSize``: the self-hosted limit per event (Cloud: 256 KiB..3 MiB by plan).
-ABSOLUTE_MAX_EVENT_SIZE = 3 * 1024 * 1024
-#: ``consts.MaxEvents``: events per request.
-MAX_EVENTS = 5_000
-#: ``consts.FunctionIdempotencyPeriod``: a function runs once per idempotency key in this time.
-RUN_IDEMPOTENCY_PERIOD_S = 24 * 60 * 60.0
-#: ``headers.HeaderEventIDSeed``.
-SEED_HEADER = "x-inngest-event-id-seed"
-#: Inngest Cloud's documented Event API rate limit per key.
-CLOUD_RATE_LIMIT_REQUESTS = 75
-CLOUD_RATE_LIMIT_WINDOW_S = 5.0
-#: ``%d`` is the event's serialized size; reads like Cloud's per-plan size rejection (Free plan).
-DEFAULT_REJECT_MESSAGE = "Event is over the max size: Max 262144 bytes / Size %d bytes"
-
-_INTERNAL_NAME_PREFIX = "inngest/"
-_INNGEST_DATA_KEY = "_inngest"
-_INVALID_BODY = "Request body must contain an event object or an array of event objects"
-_GO_SNIFFED_TEXT = "text/plain; charset=utf-8"
-# Go's encoder escapes these (SetEscapeHTML defaults to true; U+2028/9 always).
-_GO_HTML_ESCAPES = re.compile(rb"[<>&]|\xe2\x80[\xa8\xa9]")
-_GO_HTML_ESCAPE_MAP = {
-    c.encode(): f"\\u{ord(c):04x}".encode() for c in ("<", ">", "&", "\u2028", "\u2029")
-}
-# time.Date(1980, 1, 1, ...) and time.Date(2100, 1, 1, ...) in nanoseconds since the epoch.
-_TS_MIN_NS = 315_532_800 * 1_000_000_000
-_TS_MAX_NS = 4_102_444_800 * 1_000_000_000
-_INT64_MIN = -(1 << 63)
-_INT64_MAX = (1 << 63) - 1
-# Big enough for 5,000 events of a few hundred KiB; the real server has no request limit at all.
-_CLIENT_MAX_SIZE = 1 << 30
-
-
-# --- ULIDs ---------------------------------------------------------------------------------------
-
-_B32_TO_CROCKFORD = bytes.maketrans(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+from outbox_relay.testing.inngest.faults import (
+    FAULT_TYPES,
+    ActiveFault,
+    Drop,
+    Fault,
+    FaultKind,
+    FaultT,
+    Hang,
+    Latency,
+    RateLimit,
+    Refuse,
+    Reject,
+    Status5xx,
+    Status429,
+    check_fault,
+    fault_from_json,
+    fault_json,
 )
-_ULID_PAD = b"\x00\x00\x00\x00"
-
-
-def _encode_ulid(raw: bytes) -> str:
-    """Crockford base32 of 16 bytes, as a ULID string (26 characters).
-
-    Four zero bytes in front line the 5-bit groups up so that the last 26 characters of the
-    standard base32 text are exactly the ULID's (its first character carries 2 padding bits);
-    this runs in C, about five times faster than encoding digit by digit.
-    """
-    return base64.b32encode(_ULID_PAD + raw).translate(_B32_TO_CROCKFORD)[6:].decode("ascii")
-
-
-_SEED_MILLIS = re.compile(r"[+-]?[0-9]+\Z")
-
-
-def parse_event_id_seed(value: str | None) -> tuple[int, bytes] | None:
-    """Parse an ``x-inngest-event-id-seed`` value into ``(millis, 10 entropy bytes)``.
-
-    Mirrors ``event.SeededIDFromString``: exactly two comma-separated parts, a positive base-10
-    int64, and standard (padded) base64 decoding to exactly 10 bytes; anything else is ``None``,
-    which makes Inngest fall back to random ids rather than reject the request.
-    """
-    if not value:
-        return None
-    parts = value.split(",")
-    if len(parts) != 2 or not _SEED_MILLIS.match(parts[0]):
-        return None
-    millis = int(parts[0])
-    if millis <= 0 or millis > _INT64_MAX:
-        return None
-    try:
-        entropy = base64.b64decode(parts[1], validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    if len(entropy) != 10:
-        return None
-    return millis, entropy
-
-
-def _seeded_ulid(millis: int, entropy: bytes, index: int) -> str | None:
-    # ulid.New refuses times past 2^48 ms; Inngest then keeps the random id it already made.
-    if millis >= 1 << 48:
-        return None
-    tail = (int.from_bytes(entropy[6:10], "big") + index) & 0xFFFFFFFF
-    return _encode_ulid(millis.to_bytes(6, "big") + entropy[:6] + tail.to_bytes(4, "big"))
-
-
-def derive_event_ids(seed_header: str, count: int) -> list[str] | None:
-    """The ids Inngest returns for the first ``count`` events of a request sent with this seed.
-
-    ``None`` when the seed is one Inngest ignores (then every id is random). Event ``i`` (0-based)
-    uses index ``i + 1``: Inngest increments its counter before deriving the first id.
-    """
-    seed = parse_event_id_seed(seed_header)
-    if seed is None:
-        return None
-    ids = [_seeded_ulid(seed[0], seed[1], index) for index in range(1, count + 1)]
-    if any(i is None for i in ids):
-        return None
-    return [i for i in ids if i is not None]
-
-
-# --- Go's encoding/json: syntax errors ---------------------------------------------------------
-# Only the slow path (a body orjson refused, or an array big enough to hold an oversized event) runs
-# this; it reproduces the scanner's messages so that a 400 reads exactly like the real server's.
-
-
-class _GoSyntaxError(Exception):
-    """A syntax error; ``str()`` is Go's message."""
-
-
-class _GoEOF(Exception):
-    """The input ended inside a value."""
-
-
-_MAX_DEPTH = 10_000  # encoding/json maxNestingDepth
-_WS_RUN = re.compile(rb"[ \t\r\n]*")
-_STRING_RUN = re.compile(rb'[^"\\\x00-\x1f]*')
-_DIGIT_RUN = re.compile(rb"[0-9]*")
-_HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
-_SIMPLE_ESCAPES = frozenset(b'"\\/bfnrt')
-_GO_QUOTE_ESCAPES = {
-    "\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
-    "\\": "\\\\",
-}  # fmt: skip
-
-
-def _go_quote_char(c: int) -> str:
-    """encoding/json's quoteChar: a byte shown the way strconv.Quote shows the rune U+00XX."""
-    if c == 0x27:
-        return "'\\''"
-    if c == 0x22:
-        return "'\"'"
-    ch = chr(c)
-    if ch in _GO_QUOTE_ESCAPES:
-        return f"'{_GO_QUOTE_ESCAPES[ch]}'"
-    if ch.isprintable():
-        return f"'{ch}'"
-    return f"'\\x{c:02x}'" if c < 0x80 else f"'\\u{c:04x}'"
-
-
-def _invalid(c: int, context: str) -> _GoSyntaxError:
-    return _GoSyntaxError(f"invalid character {_go_quote_char(c)} {context}")
-
-
-def _ws(buf: bytes, i: int) -> int:
-    match = _WS_RUN.match(buf, i)
-    assert match is not None  # the pattern matches the empty string
-    return match.end()
-
-
-def _scan_string(buf: bytes, i: int) -> int:
-    """``i`` is just past the opening quote; returns the index just past the closing quote."""
-    n = len(buf)
-    while True:
-        run = _STRING_RUN.match(buf, i)
-        assert run is not None
-        i = run.end()
-        if i >= n:
-            raise _GoEOF
-        c = buf[i]
-        if c == 0x22:
-            return i + 1
-        if c != 0x5C:
-            raise _invalid(c, "in string literal")  # a control character
-        i += 1
-        if i >= n:
-            raise _GoEOF
-        escape = buf[i]
-        if escape in _SIMPLE_ESCAPES:
-            i += 1
-            continue
-        if escape != 0x75:
-            raise _invalid(escape, "in string escape code")
-        for _ in range(4):
-            i += 1
-            if i >= n:
-                raise _GoEOF
-            if buf[i] not in _HEX_DIGITS:
-                raise _invalid(buf[i], "in \\u hexadecimal character escape")
-        i += 1
-
-
-def _digits(buf: bytes, i: int) -> int:
-    match = _DIGIT_RUN.match(buf, i)
-    assert match is not None
-    return match.end()
-
-
-def _scan_number(buf: bytes, i: int) -> int:
-    """Scan a number starting at ``i``; a complete number may end at the end of the input."""
-    n = len(buf)
-    if buf[i] == 0x2D:  # '-'
-        i += 1
-        if i >= n:
-            raise _GoEOF
-        if not 0x30 <= buf[i] <= 0x39:
-            raise _invalid(buf[i], "in numeric literal")
-    i = i + 1 if buf[i] == 0x30 else _digits(buf, i)
-    if i < n and buf[i] == 0x2E:  # '.'
-        i += 1
-        if i >= n:
-            raise _GoEOF
-        if not 0x30 <= buf[i] <= 0x39:
-            raise _invalid(buf[i], "after decimal point in numeric literal")
-        i = _digits(buf, i)
-    if i < n and buf[i] in (0x65, 0x45):  # 'e', 'E'
-        i += 1
-        if i < n and buf[i] in (0x2B, 0x2D):
-            i += 1
-        if i >= n:
-            raise _GoEOF
-        if not 0x30 <= buf[i] <= 0x39:
-            raise _invalid(buf[i], "in exponent of numeric literal")
-        i = _digits(buf, i)
-    return i
-
-
-def _scan_literal(buf: bytes, i: int, word: bytes) -> int:
-    name = word.decode()
-    for expected in word[1:]:
-        i += 1
-        if i >= len(buf):
-            raise _GoEOF
-        if buf[i] != expected:
-            raise _invalid(buf[i], f"in literal {name} (expecting {_go_quote_char(expected)})")
-    return i + 1
-
-
-def _scan_key(buf: bytes, i: int) -> int:
-    """At an object key (whitespace skipped): scan it and its colon; return the value's start."""
-    if i >= len(buf):
-        raise _GoEOF
-    if buf[i] != 0x22:
-        raise _invalid(buf[i], "looking for beginning of object key string")
-    i = _ws(buf, _scan_string(buf, i + 1))
-    if i >= len(buf):
-        raise _GoEOF
-    if buf[i] != 0x3A:
-        raise _invalid(buf[i], "after object key")
-    return i + 1
-
-
-def _scan_value(buf: bytes, i: int) -> int:
-    """Validate one JSON value from ``i`` (leading whitespace allowed) the way Go's scanner does.
-
-    Returns the index just past the value; raises ``_GoSyntaxError`` or ``_GoEOF``. Iterative, so
-    that deep nesting meets Go's depth limit rather than Python's recursion limit.
-    """
-    n = len(buf)
-    in_object: list[bool] = []
-    while True:
-        i = _ws(buf, i)
-        if i >= n:
-            raise _GoEOF
-        c = buf[i]
-        if c in (0x7B, 0x5B):  # '{' or '['
-            if len(in_object) >= _MAX_DEPTH:
-                raise _invalid(c, "exceeded max depth")
-            in_object.append(c == 0x7B)
-            i = _ws(buf, i + 1)
-            if i >= n:
-                raise _GoEOF
-            if buf[i] == (0x7D if c == 0x7B else 0x5D):  # empty container
-                in_object.pop()
-                i += 1
-            elif c == 0x7B:
-                i = _scan_key(buf, i)
-                continue
-            else:
-                continue
-        elif c == 0x22:
-            i = _scan_string(buf, i + 1)
-        elif c == 0x2D or 0x30 <= c <= 0x39:
-            i = _scan_number(buf, i)
-        elif c == 0x74:
-            i = _scan_literal(buf, i, b"true")
-        elif c == 0x66:
-            i = _scan_literal(buf, i, b"false")
-        elif c == 0x6E:
-            i = _scan_literal(buf, i, b"null")
-        else:
-            raise _invalid(c, "looking for beginning of value")
-        # A value ended: close containers until one wants another value.
-        while True:
-            if not in_object:
-                return i
-            i = _ws(buf, i)
-            if i >= n:
-                raise _GoEOF
-            c = buf[i]
-            if in_object[-1]:
-                if c == 0x2C:
-                    i = _scan_key(buf, _ws(buf, i + 1))
-                    break
-                if c != 0x7D:
-                    raise _invalid(c, "after object key:value pair")
-            else:
-                if c == 0x2C:
-                    i += 1
-                    break
-                if c != 0x5D:
-                    raise _invalid(c, "after array element")
-            in_object.pop()
-            i += 1
-
-
-# --- Splitting a body into events, as ParseStream does --------------------------------------------
-
-
-def _size_error(max_size: int, size: int) -> str:
-    return f"Event is over the max size: Max {max_size} bytes / Size {size} bytes"
-
-
-def _count_error(max_events: int) -> str:
-    return f"Cannot have more than {max_events} events in a batch"
-
-
-def _without_surrogates(value: Any) -> Any:
-    # Go turns a lone \ud800 escape into U+FFFD; Python's json keeps the surrogate, which no JSON
-    # encoder will write back out.
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, dict):
-        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_surrogates(v) for v in value]
-    return value
-
-
-def _loads_like_go(raw: bytes) -> Any:
-    """Decode JSON that Go's scanner accepted but orjson may not (invalid UTF-8, huge integers)."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _without_surrogates(json.loads(raw.decode("utf-8", "replace")))
-
-
-def _split_single(body: bytes, start: int, max_size: int) -> tuple[list[Any], str | None]:
-    # ParseStream reads the whole rest of the body and measures it before anything is parsed.
-    size = len(body) - start
-    if size > max_size:
-        return [], _size_error(max_size, size)
-    try:
-        return [orjson.loads(body)], None
-    except orjson.JSONDecodeError:
-        pass
-    # json.Unmarshal: the scanner checks the whole input first.
-    try:
-        end = _scan_value(body, start)
-    except _GoEOF:
-        return [], "unexpected end of JSON input"
-    except _GoSyntaxError as exc:
-        return [], str(exc)
-    rest = _ws(body, end)
-    if rest < len(body):
-        return [], str(_invalid(body[rest], "after top-level value"))
-    return [_loads_like_go(body[start:end])], None
-
-
-def _split_array_slow(
-    body: bytes, start: int, max_size: int, max_events: int
-) -> tuple[list[Any], str | None]:
-    """Element by element, as ``json.Decoder`` with ``More()``/``Decode()`` walks the array."""
-    items: list[Any] = []
-    n = len(body)
-    i = start + 1
-    while True:
-        i = _ws(body, i)
-        if i >= n or body[i] in (0x5D, 0x7D):  # More() is false at EOF, ']' and '}'
-            return items, None
-        if len(items) == max_events:
-            return items, _count_error(max_events)
-        if items:
-            if body[i] != 0x2C:
-                return items, "expected comma after array element"
-            i += 1
-        value_start = _ws(body, i)
-        try:
-            end = _scan_value(body, value_start)
-        except _GoEOF:
-            # readValue reports ErrUnexpectedEOF only if the partial value holds a non-space byte.
-            return items, "unexpected EOF" if value_start < n else "EOF"
-        except _GoSyntaxError as exc:
-            return items, str(exc)
-        if end - value_start > max_size:
-            return items, _size_error(max_size, end - value_start)
-        items.append(_loads_like_go(body[value_start:end]))
-        i = end
-
-
-_ARRAY_TOKENS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]')
-_WS_BYTES = b" \t\r\n"
-
-
-def _array_element_sizes(body: bytes, start: int) -> list[int]:
-    """Raw byte size of each element of a *valid* JSON array starting at ``start``."""
-    sizes: list[int] = []
-    depth = 0
-    segment_start = start + 1
-    for match in _ARRAY_TOKENS.finditer(body, start):
-        token = body[match.start()]
-        if token in (0x5B, 0x7B):
-            depth += 1
-        elif token in (0x5D, 0x7D):
-            depth -= 1
-            if depth == 0:
-                segment = body[segment_start : match.start()].strip(_WS_BYTES)
-                if segment:
-                    sizes.append(len(segment))
-                return sizes
-        elif token == 0x2C and depth == 1:
-            sizes.append(len(body[segment_start : match.start()].strip(_WS_BYTES)))
-            segment_start = match.end()
-    return sizes
-
-
-def _split_body(body: bytes, max_size: int, max_events: int) -> tuple[list[Any], str | None]:
-    """The events of a request body, in order, and the body error that follows them (if any)."""
-    start = _ws(body, 0)
-    if start >= len(body):
-        return [], None  # Token() hit EOF: nothing to do, a 200 with [""]
-    first = body[start]
-    if first == 0x7B:
-        return _split_single(body, start, max_size)
-    if first != 0x5B:
-        return [], _INVALID_BODY
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # Invalid to orjson; Go may still take a prefix of the elements (or all of them).
-        return _split_array_slow(body, start, max_size, max_events)
-    if not isinstance(parsed, list):  # pragma: no cover - a body starting with '[' is an array
-        return [], _INVALID_BODY
-    items: list[Any] = parsed
-    # Only a body bigger than the limit can hold an element bigger than the limit.
-    if len(body) - start > max_size:
-        for index, size in enumerate(_array_element_sizes(body, start)[:max_events]):
-            if size > max_size:
-                return items[:index], _size_error(max_size, size)
-    if len(items) > max_events:
-        return items[:max_events], _count_error(max_events)
-    return items, None
-
-
-# --- Go's encoding/json: decoding an event ------------------------------------------------------
-
-_FIELD_TYPES = {
-    "id": "string",
-    "name": "string",
-    "v": "string",
-    "data": "map[string]interface {}",
-    "user": "map[string]interface {}",
-    "ts": "int64",
-    "meta": "",  # has its own UnmarshalJSON; not validated here
-}
-_FIELDS = frozenset(_FIELD_TYPES)
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _go_field_error(item: Mapping[str, Any]) -> str | None:
-    """The first type error Go reports unmarshalling ``item`` into ``event.Event``, or None.
-
-    Go matches JSON keys to fields case-insensitively, keeps decoding after a type error and
-    returns the first one, so keys are visited in their order in the body.
-    """
-    for key, value in item.items():
-        field_name = key if key in _FIELDS else key.lower()
-        go_type = _FIELD_TYPES.get(field_name)
-        if not go_type or value is None:  # unknown field, meta, or null: no effect
-            continue
-        if go_type == "string":
-            ok = isinstance(value, str)
-        elif go_type == "int64":
-            if type(value) is int and _INT64_MIN <= value <= _INT64_MAX:
-                continue
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                # strconv.ParseInt failed: Go quotes the literal.
-                literal = repr(value) if isinstance(value, float) else str(value)
-                return (
-                    f"json: cannot unmarshal number {literal} into Go struct field "
-                    f"raw.{field_name} of type int64"
-                )
-            ok = False
-        else:
-            ok = isinstance(value, dict)
-        if not ok:
-            return (
-                f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
-                f"raw.{field_name} of type {go_type}"
-            )
-    return None
-
-
-class _Event(NamedTuple):
-    name: str
-    id: str | None
-    data: dict[str, Any]
-    ts: int
-
-
-def _has_case_variants(item: Mapping[str, Any]) -> bool:
-    """Whether a key is a known field in another case ("Name"), which Go maps to the field."""
-    return any(k not in _FIELDS and k.lower() in _FIELDS for k in item)
-
-
-def _normalize(item: Any, now_ms: int) -> _Event | str:
-    """Decode, normalise and validate one event as ``ReceiveEvent`` does; a str is the error."""
-    if type(item) is not dict:
-        if item is None:  # UnmarshalJSON("null") leaves an empty event
-            return "event name is empty"
-        return f"json: cannot unmarshal {_json_kind(item)} into Go value of type event.raw"
-    name = item.get("name")
-    event_id = item.get("id")
-    data = item.get("data")
-    ts = item.get("ts")
-    version = item.get("v")
-    user = item.get("user")
-    # The common event has lower-case keys of the right types: a few type checks. Anything else
-    # takes the exact, slower path that visits keys in Go's order.
-    if not (
-        (name is None or type(name) is str)
-        and (event_id is None or type(event_id) is str)
-        and (data is None or type(data) is dict)
-        and (ts is None or (type(ts) is int and _INT64_MIN <= ts <= _INT64_MAX))
-        and (version is None or type(version) is str)
-        and (user is None or type(user) is dict)
-        and (_FIELDS.issuperset(item) or not _has_case_variants(item))
-    ):
-        error = _go_field_error(item)
-        if error is not None:
-            return error
-        # Keys in another case ("Name") set the same fields; the last one in the body wins.
-        name, event_id, data, ts = None, None, None, None
-        for key, value in item.items():
-            lower = key if key in _FIELDS else key.lower()
-            if value is None:
-                continue
-            if lower == "name":
-                name = value
-            elif lower == "id":
-                event_id = value
-            elif lower == "data":
-                data = value
-            elif lower == "ts":
-                ts = value
-    name = name or ""
-    if name.lower().startswith(_INTERNAL_NAME_PREFIX):
-        return f"event name is reserved for internal use: {name}"
-    if data is None:
-        data = {}
-    elif _INNGEST_DATA_KEY in data:
-        del data[_INNGEST_DATA_KEY]
-    if not ts:
-        ts = now_ms
-    if not name:
-        return "event name is empty"
-    # time.Unix(0, ts*1_000_000): Go multiplies in int64 and wraps on overflow.
-    ns = ((ts * 1_000_000 - _INT64_MIN) % (1 << 64)) + _INT64_MIN
-    if ns < _TS_MIN_NS:
-        return "timestamp is before Jan 1, 1980"
-    if ns > _TS_MAX_NS:
-        return "timestamp is after Jan 1, 2100"
-    return _Event(name, event_id or None, data, ts)
-
-
-# --- Go-shaped response bodies ------------------------------------------------------------------
-
-
-def _go_json(payload: Mapping[str, Any]) -> bytes:
-    """JSON as Go's encoder writes it: HTML characters escaped, a trailing newline."""
-    out = orjson.dumps(payload)
-    if _GO_HTML_ESCAPES.search(out):
-        out = _GO_HTML_ESCAPES.sub(lambda m: _GO_HTML_ESCAPE_MAP[m.group()], out)
-    return out + b"\n"
-
-
-def _ids_body(ids: list[str], status: int, error: str | None) -> bytes:
-    # ids[0:max+1] of a slice of empty strings: never an empty list.
-    payload: dict[str, Any] = {"ids": ids or [""], "status": status}
-    if error is not None:
-        payload["error"] = error
-    return _go_json(payload)
-
-
-_HTML_ERROR_PAGE = (
-    "<html>\r\n<head><title>{code} {phrase}</title></head>\r\n<body>\r\n"
-    "<center><h1>{code} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n"
-    "</body>\r\n</html>\r\n"
+from outbox_relay.testing.inngest.rules import (
+    ABSOLUTE_MAX_EVENT_SIZE,
+    CLIENT_MAX_SIZE,
+    MAX_EVENTS,
+    RUN_IDEMPOTENCY_PERIOD_S,
+    SEED_HEADER,
+    Event,
+    normalize,
 )
+from outbox_relay.testing.inngest.wire import (
+    GO_SNIFFED_TEXT,
+    HTML_ERROR_PAGE,
+    encode_ulid,
+    go_json,
+    ids_body,
+    parse_event_id_seed,
+    seeded_ulid,
+    split_body,
+)
+
+_log = structlog.get_logger("outbox_relay.testing.inngest")
 
 
 # --- Records ------------------------------------------------------------------------------------
@@ -766,193 +167,6 @@ class RequestRecord(NamedTuple):
     duration_ms: float
 
 
-# --- Faults -------------------------------------------------------------------------------------
-
-DropStage: TypeAlias = Literal["before_body", "after_body", "after_record"]
-
-
-@dataclass(frozen=True, slots=True)
-class Refuse:
-    """Close the listening socket (connects get ECONNREFUSED) and abort open connections."""
-
-    kind: ClassVar[str] = "refuse"
-
-
-@dataclass(frozen=True, slots=True)
-class Drop:
-    """Abort the connection without an answer.
-
-    ``before_body``: as soon as the request line and headers are in; ``after_body``: after reading
-    the body; ``after_record``: after the events were accepted and recorded (the answer is lost).
-    """
-
-    kind: ClassVar[str] = "drop"
-    stage: DropStage = "after_body"
-
-
-@dataclass(frozen=True, slots=True)
-class Status5xx:
-    """Answer a 5xx with a JSON body ``{"error", "status"}`` or a proxy's HTML page.
-
-    With ``after_record`` the events are accepted and recorded first (a gateway error after Inngest
-    took them).
-    """
-
-    kind: ClassVar[str] = "status_5xx"
-    status: int = 502
-    body: Literal["json", "html"] = "json"
-    message: str | None = None
-    after_record: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Status429:
-    """Answer 429 with ``Retry-After: <seconds>``."""
-
-    kind: ClassVar[str] = "status_429"
-    retry_after: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Hang:
-    """Accept the request and never answer until released (clear the fault or ``release_hung()``).
-
-    A released request is answered normally if its client is still waiting; if the client has gone,
-    it is discarded without recording anything (outcome ``abandoned``). On ``stop()`` it is dropped.
-    """
-
-    kind: ClassVar[str] = "hang"
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """Reject chosen events with a 400, in order, exactly as Inngest rejects a bad event.
-
-    An event matches by its ``id``, by ``data[data_field]`` being in ``data_values``, or by
-    ``predicate`` (called with the event object as sent). Events before it are accepted.
-    """
-
-    kind: ClassVar[str] = "reject"
-    ids: frozenset[str] = frozenset()
-    data_field: str | None = None
-    data_values: frozenset[Any] = frozenset()
-    predicate: Callable[[Mapping[str, Any]], bool] | None = None
-    message: str | None = None
-    """The 400's error; default ``DEFAULT_REJECT_MESSAGE`` with the event's size."""
-
-    def matches(self, item: Mapping[str, Any], event: _Event) -> bool:
-        """Whether this event is to be rejected."""
-        if event.id is not None and event.id in self.ids:
-            return True
-        if self.data_field is not None:
-            value = event.data.get(self.data_field)
-            with contextlib.suppress(TypeError):  # an unhashable value is in no set
-                if value in self.data_values:
-                    return True
-        return self.predicate is not None and self.predicate(item)
-
-    def message_for(self, item: Mapping[str, Any]) -> str:
-        """The error text for a rejected event."""
-        if self.message is not None:
-            return self.message
-        return DEFAULT_REJECT_MESSAGE % len(orjson.dumps(item))
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    """Answer 429 past ``limit`` requests per ``window_s`` seconds per key (sliding window)."""
-
-    kind: ClassVar[str] = "rate_limit"
-    limit: int = CLOUD_RATE_LIMIT_REQUESTS
-    window_s: float = CLOUD_RATE_LIMIT_WINDOW_S
-
-
-@dataclass(frozen=True, slots=True)
-class Latency:
-    """Delay every request by ``seconds`` before anything else happens."""
-
-    kind: ClassVar[str] = "latency"
-    seconds: float = 0.1
-
-
-Fault: TypeAlias = Refuse | Drop | Status5xx | Status429 | Hang | Reject | RateLimit | Latency
-FaultKind: TypeAlias = Literal[
-    "refuse", "drop", "status_5xx", "status_429", "hang", "reject", "rate_limit", "latency"
-]
-_FAULT_TYPES: dict[str, type[Fault]] = {
-    cls.kind: cls for cls in (Refuse, Drop, Status5xx, Status429, Hang, Reject, RateLimit, Latency)
-}
-
-
-def fault_from_json(spec: Mapping[str, Any]) -> tuple[Fault, int | None]:
-    """Build a fault and its ``times`` from the control surface's JSON.
-
-    ``{"kind": "status_5xx", "status": 503, "body": "html", "times": 2}``; the other keys are the
-    fault's fields (``Reject`` takes ``ids``/``data_values`` as lists; no predicate over HTTP).
-    Raises ``ValueError`` with a message naming the problem.
-    """
-    params = dict(spec)
-    kind = params.pop("kind", None)
-    times = params.pop("times", None)
-    cls = _FAULT_TYPES.get(str(kind))
-    if cls is None:
-        raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(_FAULT_TYPES)}")
-    if times is not None and (type(times) is not int or times < 1):
-        raise ValueError("times must be a positive integer or null")
-    if cls is Reject:
-        params.pop("predicate", None)
-        for name in ("ids", "data_values"):
-            if name in params:
-                params[name] = frozenset(params[name])
-    try:
-        fault = cls(**params)
-    except TypeError as exc:
-        raise ValueError(f"bad parameters for fault {kind!r}: {exc}") from exc
-    _check_fault(fault)
-    return fault, times
-
-
-def _check_fault(fault: Fault) -> None:
-    if isinstance(fault, Drop) and fault.stage not in ("before_body", "after_body", "after_record"):
-        raise ValueError(
-            f"drop stage must be before_body, after_body or after_record, not {fault.stage!r}"
-        )
-    if isinstance(fault, Status5xx):
-        if not 500 <= fault.status <= 599:
-            raise ValueError(f"status_5xx needs a status from 500 to 599, not {fault.status}")
-        if fault.body not in ("json", "html"):
-            raise ValueError(f"status_5xx body must be json or html, not {fault.body!r}")
-    if isinstance(fault, Status429) and fault.retry_after < 0:
-        raise ValueError("retry_after must be >= 0")
-    if isinstance(fault, RateLimit) and (fault.limit < 1 or fault.window_s <= 0):
-        raise ValueError("rate_limit needs limit >= 1 and window_s > 0")
-    if isinstance(fault, Latency) and fault.seconds < 0:
-        raise ValueError("latency seconds must be >= 0")
-
-
-def _fault_json(fault: Fault) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": fault.kind}
-    for name in fault.__dataclass_fields__:
-        value = getattr(fault, name)
-        if name == "predicate":
-            out[name] = None if value is None else getattr(value, "__name__", repr(value))
-        elif isinstance(value, frozenset):
-            out[name] = sorted(value, key=repr)
-        else:
-            out[name] = value
-    return out
-
-
-_F = TypeVar("_F", Refuse, Drop, Status5xx, Status429, Hang, Reject, RateLimit, Latency)
-
-
-@dataclass(slots=True)
-class _ActiveFault:
-    fault: Fault
-    remaining: int | None
-    fired: int = 0
-
-
 # --- The stand-in -------------------------------------------------------------------------------
 
 
@@ -973,7 +187,7 @@ class EventApiStandIn:
         max_event_size: int = ABSOLUTE_MAX_EVENT_SIZE,
         max_events: int = MAX_EVENTS,
         server_kind: str = "dev",
-        response_content_type: str = _GO_SNIFFED_TEXT,
+        response_content_type: str = GO_SNIFFED_TEXT,
         control_on_main: bool = True,
         run_period_s: float = RUN_IDEMPOTENCY_PERIOD_S,
         clock: Callable[[], float] = time.time,
@@ -1006,7 +220,7 @@ class EventApiStandIn:
         self._hung_now = 0
         self._hung_requests: dict[int, web.Request] = {}  # by id(): requests are not hashable
 
-        self._faults: dict[str, _ActiveFault] = {}
+        self._faults: dict[str, ActiveFault] = {}
         self._rate_windows: dict[str, deque[float]] = {}
         self._hang_release = asyncio.Event()
         self._refusing = False
@@ -1124,7 +338,7 @@ class EventApiStandIn:
         in which it rejected an event, a ``rate_limit`` requests it refused), then clears itself.
         ``Refuse`` cannot be counted (the kernel refuses, not us) and stays until cleared.
         """
-        _check_fault(fault)
+        check_fault(fault)
         if times is not None and times < 1:
             raise ValueError("times must be >= 1 or None")
         if isinstance(fault, Refuse):
@@ -1132,15 +346,15 @@ class EventApiStandIn:
                 raise ValueError("refuse cannot be limited by times: clear it instead")
             await self._refuse()
         else:
-            self._faults[fault.kind] = _ActiveFault(fault, times)
-        _log.info("standin_fault_set", fault=_fault_json(fault), times=times)
+            self._faults[fault.kind] = ActiveFault(fault, times)
+        _log.info("standin_fault_set", fault=fault_json(fault), times=times)
 
     async def clear(self, kind: FaultKind | str | None = None) -> None:
         """Switch one fault kind off (None: all). Clearing ``hang`` releases hung requests;
         clearing ``refuse`` listens again on the same port."""
-        kinds = list(_FAULT_TYPES) if kind is None else [kind]
+        kinds = list(FAULT_TYPES) if kind is None else [kind]
         for name in kinds:
-            if name not in _FAULT_TYPES:
+            if name not in FAULT_TYPES:
                 raise ValueError(f"unknown fault kind {name!r}")
             if name == "refuse":
                 await self._accept_again()
@@ -1160,7 +374,7 @@ class EventApiStandIn:
     def faults(self) -> list[dict[str, Any]]:
         """The active faults as JSON-ready dicts (with ``times_left`` and ``fired``)."""
         out = [
-            {**_fault_json(a.fault), "times_left": a.remaining, "fired": a.fired}
+            {**fault_json(a.fault), "times_left": a.remaining, "fired": a.fired}
             for a in self._faults.values()
         ]
         if self._refusing:
@@ -1196,7 +410,9 @@ class EventApiStandIn:
             await self._listen(self._port)
         _log.info("standin_accepting", port=self._port)
 
-    def _fire(self, cls: type[_F], applies: Callable[[_F], bool] = lambda fault: True) -> _F | None:
+    def _fire(
+        self, cls: type[FaultT], applies: Callable[[FaultT], bool] = lambda fault: True
+    ) -> FaultT | None:
         """The active fault of this type if ``applies`` to this request; it is then consumed."""
         active = self._faults.get(cls.kind)
         if active is None or not isinstance(active.fault, cls) or not applies(active.fault):
@@ -1204,7 +420,7 @@ class EventApiStandIn:
         self._consume(active)
         return active.fault
 
-    def _consume(self, active: _ActiveFault) -> None:
+    def _consume(self, active: ActiveFault) -> None:
         active.fired += 1
         if active.remaining is not None:
             active.remaining -= 1
@@ -1385,7 +601,7 @@ class EventApiStandIn:
     # -- the Event API --
 
     def _main_app(self) -> web.Application:
-        app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
+        app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app.router.add_post("/e/{key}", self._handle_events)
         app.router.add_post("/e/", self._handle_events)
         app.router.add_get("/health", self._handle_health)
@@ -1398,7 +614,7 @@ class EventApiStandIn:
 
     async def _handle_health(self, request: web.Request) -> web.Response:
         return web.Response(
-            body=_go_json({"status": 200, "message": "OK"}),
+            body=go_json({"status": 200, "message": "OK"}),
             headers=self._headers("application/json"),
         )
 
@@ -1484,7 +700,7 @@ class EventApiStandIn:
             finish(401, "answered", None, 0, None)
             return web.Response(
                 status=401,
-                body=_go_json({"status": 401, "message": "", "error": key_error}),
+                body=go_json({"status": 401, "message": "", "error": key_error}),
                 headers=self._headers("application/json"),
             )
 
@@ -1502,7 +718,7 @@ class EventApiStandIn:
 
         finish(status, "answered", sent, accepted, "reject" if reject_fired else None)
         headers = self._headers(self._content_type)
-        return web.Response(status=status, body=_ids_body(ids, status, error), headers=headers)
+        return web.Response(status=status, body=ids_body(ids, status, error), headers=headers)
 
     async def _hang(self, request: web.Request) -> bool:
         """Hold a request until released; True if it should go on, False to drop it."""
@@ -1540,16 +756,16 @@ class EventApiStandIn:
     def _status_5xx(self, fault: Status5xx) -> tuple[int, bytes, dict[str, str]]:
         phrase = _phrase(fault.status)
         if fault.body == "html":
-            page = _HTML_ERROR_PAGE.format(code=fault.status, phrase=phrase)
+            page = HTML_ERROR_PAGE.format(code=fault.status, phrase=phrase)
             return fault.status, page.encode(), self._headers("text/html")
         payload = {"error": fault.message or phrase, "status": fault.status}
-        return fault.status, _go_json(payload), self._headers("application/json")
+        return fault.status, go_json(payload), self._headers("application/json")
 
     def _status_429(self, retry_after: int) -> tuple[int, bytes, dict[str, str]]:
         headers = self._headers("application/json")
         headers["Retry-After"] = str(retry_after)
         payload = {"error": "rate limit exceeded", "status": 429}
-        return 429, _go_json(payload), headers
+        return 429, go_json(payload), headers
 
     def _rate_limited(self, key: str, limit: RateLimit) -> int | None:
         """Seconds to wait if this request is over the limit, else None (and it is counted)."""
@@ -1566,7 +782,7 @@ class EventApiStandIn:
         self, body: bytes, key: str, request_no: int, seed_header: str | None
     ) -> tuple[int, list[str], str | None, int, bool]:
         """Take the events of one body in order; (status, ids, error, events found, rejected)."""
-        items, error = _split_body(body, self.max_event_size, self.max_events)
+        items, error = split_body(body, self.max_event_size, self.max_events)
         ids: list[str] = []
         if not items:
             return (200 if error is None else 400), ids, error, 0, False
@@ -1581,11 +797,11 @@ class EventApiStandIn:
         windows = self._run_windows
         record = self._events.append
         for position, item in enumerate(items):
-            event = _normalize(item, now_ms)
+            event = normalize(item, now_ms)
             if type(event) is str:
                 error = event
                 break
-            assert isinstance(event, _Event)
+            assert isinstance(event, Event)
             if reject_fault is not None:
                 reject = reject_fault.fault
                 if isinstance(reject, Reject) and reject.matches(item, event):
@@ -1595,11 +811,11 @@ class EventApiStandIn:
                     break
             ulid = None
             if seed is not None:
-                ulid = _seeded_ulid(seed[0], seed[1], position + 1)
+                ulid = seeded_ulid(seed[0], seed[1], position + 1)
             if ulid is None:
                 offset = 10 * position
                 chunk = entropy[offset : offset + 10] if entropy else os.urandom(10)
-                ulid = _encode_ulid(random_prefix + chunk)
+                ulid = encode_ulid(random_prefix + chunk)
             record(
                 RecordedEvent(
                     ulid, event.name, event.id, event.data, event.ts, now, key, request_no
@@ -1810,10 +1026,10 @@ async def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m outbox_relay.inngest.standin``: print one JSON line when ready, serve until
+    """``python -m outbox_relay.testing.inngest``: print one JSON line when ready, serve until
     SIGTERM/SIGINT, exit 0. Logs go to stderr as JSON lines."""
     parser = argparse.ArgumentParser(
-        prog="python -m outbox_relay.inngest.standin",
+        prog="python -m outbox_relay.testing.inngest",
         description="A stand-in of Inngest's Event API for tests, benchmarks and the demo.",
     )
     parser.add_argument("--host", default="127.0.0.1")

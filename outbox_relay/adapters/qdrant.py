@@ -13,11 +13,11 @@ from pathlib import Path
 
 from qdrant_client import AsyncQdrantClient
 
-from outbox_relay.relay.ports import IndexCheckError
+from outbox_relay.errors import IndexCheckError
 
 
 class QdrantIndexChecker:
-    """The real :class:`~outbox_relay.relay.ports.IndexChecker`."""
+    """The real :class:`~outbox_relay.ports.IndexChecker`."""
 
     def __init__(self, client: AsyncQdrantClient, collection: str, timeout: float) -> None:
         self._client = client

@@ -49,9 +49,9 @@ from outbox_relay.write.models import (
     field_errors,
 )
 
-__all__ = ["MAX_BODY_BYTES", "create_app", "openapi_document", "serve"]
+__all__ = ["MAX_BODY_BYTES", "create_app", "openapi_document"]
 
-log = structlog.get_logger("outbox_relay.write.api")
+log = structlog.get_logger("outbox_relay.http.write_api")
 
 MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 # A connection attempt to a host that drops packets would otherwise hang for a minute while
@@ -405,30 +405,6 @@ def create_app(
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/openapi.json", _openapi)
     return app
-
-
-async def serve(
-    dsn: str,
-    host: str = "0.0.0.0",
-    port: int = 8080,
-    *,
-    started: asyncio.Event | None = None,
-) -> None:
-    """Runs the API on ``host:port`` until cancelled, then closes connections and the pool.
-
-    ``started`` is set once the socket listens (useful with ``port=0`` and tests).
-    """
-    runner = web.AppRunner(create_app(dsn), access_log=None, shutdown_timeout=10.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        log.info("api_listening", addresses=[str(a) for a in runner.addresses])
-        if started is not None:
-            started.set()
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
 
 
 # -- OpenAPI ------------------------------------------------------------------------------------

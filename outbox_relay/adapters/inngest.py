@@ -32,7 +32,7 @@ from outbox_relay import __version__
 from outbox_relay.domain.events import TrackEvent, encode_batch
 from outbox_relay.errors import EventApiUnavailable
 from outbox_relay.metrics import RelayMetrics
-from outbox_relay.relay.ports import PublishResult
+from outbox_relay.ports import PublishResult
 
 log = structlog.get_logger(__name__)
 
@@ -119,7 +119,7 @@ class _Refused:
 
 
 class EventApiPublisher:
-    """The real :class:`~outbox_relay.relay.ports.Publisher`."""
+    """The real :class:`~outbox_relay.ports.Publisher`."""
 
     def __init__(
         self,

@@ -24,13 +24,13 @@ import psycopg
 import pytest
 
 import outbox_relay
-from outbox_relay.embedded.postgres import (
+from outbox_relay.errors import EmbeddedServerError
+from outbox_relay.testing.postgres import (
     BINDIR_ENV,
     LocalPostgres,
     find_pg_bindir,
     free_port,
 )
-from outbox_relay.errors import EmbeddedServerError
 
 if TYPE_CHECKING:
     # For annotations only: test modules do not import conftest at run time.
@@ -453,7 +453,7 @@ def test_root_with_unreachable_folder_explains(tmp_path: Path) -> None:
 _OWNER_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from outbox_relay.embedded.postgres import LocalPostgres
+    from outbox_relay.testing.postgres import LocalPostgres
     pg = LocalPostgres(fast=True, copy_from=sys.argv[1]).start()
     print("SERVER", pg.pid, pg.data_dir, flush=True)
     if sys.argv[2] == "hang":

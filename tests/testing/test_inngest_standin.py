@@ -23,7 +23,7 @@ import orjson
 import pytest
 from ulid import ULID
 
-from outbox_relay.inngest.standin import (
+from outbox_relay.testing.inngest import (
     CLOUD_RATE_LIMIT_REQUESTS,
     CLOUD_RATE_LIMIT_WINDOW_S,
     SEED_HEADER,
@@ -774,7 +774,7 @@ async def test_command_line_runs_a_separate_process(session: aiohttp.ClientSessi
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "outbox_relay.inngest.standin",
+        "outbox_relay.testing.inngest",
         "--port=0",
         "--control-port=0",
         "--keys=k1,k2",

@@ -12,9 +12,10 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from outbox_relay.adapters.inngest import EventApiPublisher, RateLimiter, _retry_after
 from outbox_relay.domain.events import TrackEvent, encode_event
-from outbox_relay.inngest.publisher import EventApiPublisher, RateLimiter, _retry_after
-from outbox_relay.inngest.standin import (
+from outbox_relay.metrics import RelayMetrics
+from outbox_relay.testing.inngest import (
     EventApiStandIn,
     Latency,
     RateLimit,
@@ -23,7 +24,6 @@ from outbox_relay.inngest.standin import (
     Status5xx,
     Status429,
 )
-from outbox_relay.metrics import RelayMetrics
 
 
 def events(count: int, *, title: str = "Song", start: int = 0) -> list[TrackEvent]:

@@ -12,13 +12,13 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from outbox_relay.adapters.inngest import EventApiPublisher
+from outbox_relay.adapters.qdrant import QdrantIndexChecker
 from outbox_relay.backoff import Backoff
 from outbox_relay.config import Settings
 from outbox_relay.http.admin import add_admin_routes
 from outbox_relay.http.server import create_app, start_site
-from outbox_relay.inngest.publisher import EventApiPublisher
 from outbox_relay.metrics import RelayMetrics
-from outbox_relay.qdrant.checker import QdrantIndexChecker
 from outbox_relay.relay.loop import Relay, RelayConfig, request_timeout
 from outbox_relay.relay.maintenance import Maintenance
 from outbox_relay.relay.store import OutboxStore

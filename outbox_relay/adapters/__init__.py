@@ -1,0 +1,1 @@
+"""Adapters: the real implementations of :mod:`outbox_relay.ports` (Inngest, Qdrant, ...)."""

@@ -1,0 +1,14 @@
+"""Test equipment: never imported by product modules.
+
+What cannot run on the machines this project is tested on, or what tests and benchmarks need to
+drive the real parts, lives here and only here:
+
+- :mod:`.postgres`: a throwaway local PostgreSQL from the machine's binaries (tests, benchmarks,
+  the demo).
+- :mod:`.inngest`: a faithful stand-in of Inngest's Event API, with fault switches.
+- :mod:`.fakes`: in-memory implementations of the relay's ports, for the fast tier of tests.
+- :mod:`.relay_process`: the one way to start relay processes from tests and benchmarks.
+
+The import rules in ``pyproject.toml`` (import-linter) allow only ``outbox_relay.cli.demo``,
+``tests/`` and ``bench/`` to import this package.
+"""
