@@ -23,7 +23,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
-from outbox_relay.http.write_api import MAX_BODY_BYTES, create_app, serve
+from outbox_relay.apps.api import serve
+from outbox_relay.http.write_api import MAX_BODY_BYTES, create_app
 from outbox_relay.testing.postgres import LocalPostgres
 from outbox_relay.write.models import AlbumIn, TrackIn
 
