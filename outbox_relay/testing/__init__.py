@@ -5,7 +5,8 @@ drive the real parts, lives here and only here:
 
 - :mod:`.postgres`: a throwaway local PostgreSQL from the machine's binaries (tests, benchmarks,
   the demo).
-- :mod:`.inngest`: a faithful stand-in of Inngest's Event API, with fault switches.
+- :mod:`.inngest`: a faithful stand-in of Inngest's Event API, with fault switches, which also
+  plays Inngest's executor for SDK apps (sync, runs, retries, flow control).
 - :mod:`.fakes`: in-memory implementations of the relay's ports, for the fast tier of tests.
 - :mod:`.relay_process`: the one way to start relay processes from tests and benchmarks.
 

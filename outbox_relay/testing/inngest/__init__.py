@@ -1,10 +1,19 @@
-"""The Event API stand-in: Inngest's ``POST /e/{key}`` with fault switches (test equipment).
+"""The Inngest stand-in: the Event API (``POST /e/{key}``) with fault switches, and the executor
+that runs SDK functions (test equipment; ``README.md`` says where it differs from Inngest).
 
 Modules by concern: :mod:`.wire` (bytes as Go reads and writes them, ULIDs), :mod:`.rules` (limits
 and event validation), :mod:`.faults` (the fault switches), :mod:`.server` (the aiohttp server, its
-records and its control surface). ``python -m outbox_relay.testing.inngest`` runs it as a process.
+records and its control surface), :mod:`.executor` (sync, runs, retries, flow control) and
+:mod:`.cel` (the expressions it evaluates). ``python -m outbox_relay.testing.inngest`` runs it as a
+process.
 """
 
+from outbox_relay.testing.inngest.executor import (
+    Executor,
+    RunRecord,
+    SkippedRun,
+    SyncError,
+)
 from outbox_relay.testing.inngest.faults import (
     Drop,
     Fault,
@@ -50,6 +59,7 @@ __all__ = [
     "SEED_HEADER",
     "Drop",
     "EventApiStandIn",
+    "Executor",
     "Fault",
     "FaultKind",
     "Hang",
@@ -60,8 +70,11 @@ __all__ = [
     "Reject",
     "RequestRecord",
     "Run",
+    "RunRecord",
+    "SkippedRun",
     "Status5xx",
     "Status429",
+    "SyncError",
     "derive_event_ids",
     "fault_from_json",
     "main",

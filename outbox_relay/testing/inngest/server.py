@@ -39,7 +39,12 @@ What it reproduces, and why each detail matters to a publisher:
   the run scheduler starts at most one run per function and idempotency key within 24 h of the
   first run (``SET NX EX 24h``). The key is the event ``id``, or the event's ULID when it has none
   (``NewBaseTrackedEvent``) — so an id-less event retried under the same seed does not run twice.
-  The stand-in assumes one function per event name.
+  These ``Run`` records count what *a* function on the event's name would start (one function per
+  event name assumed), whether or not a function is registered: the relay's tests assert on them.
+* Functions: once an SDK app syncs (``POST /fn/register``, or :meth:`EventApiStandIn.sync`), the
+  stand-in also plays Inngest's executor (:attr:`EventApiStandIn.executor`, :mod:`.executor`):
+  matching events start real runs of the app's functions over the SDK's HTTP protocol, per
+  function, with retries, flow control and ``inngest/function.failed``.
 
 What it adds: fault switches (refused connections, dropped connections before or after the events
 were recorded, 5xx with JSON or HTML bodies, 429 with ``Retry-After``, hung requests, rejection of
@@ -66,14 +71,23 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, NamedTuple, TypeAlias
 
+import aiohttp
 import orjson
 import structlog
 from aiohttp import web
 
+from outbox_relay.testing.inngest.executor import (
+    BACKOFF_TABLE_S,
+    Executor,
+    RunRecord,
+    SyncError,
+    run_filter,
+)
 from outbox_relay.testing.inngest.faults import (
     FAULT_TYPES,
     ActiveFault,
@@ -191,6 +205,8 @@ class EventApiStandIn:
         control_on_main: bool = True,
         run_period_s: float = RUN_IDEMPOTENCY_PERIOD_S,
         clock: Callable[[], float] = time.time,
+        retry_base_s: float = BACKOFF_TABLE_S[0],
+        request_timeout_s: float = 300.0,
     ) -> None:
         """Configure; nothing listens until ``start()``.
 
@@ -198,6 +214,9 @@ class EventApiStandIn:
         200/400 answers say (the dev server's sniffed ``text/plain``; Cloud may differ).
         ``control_on_main``: also serve ``/_standin/*`` on the Event API port. ``clock``: wall time
         for receive times, default ``ts`` and the 24 h run window (tests may move it forward).
+        ``retry_base_s`` and ``request_timeout_s`` configure the executor (:attr:`executor`): the
+        first delay of Inngest's retry table (15 s; tests use milliseconds) and how long a request
+        to a function may take.
         """
         self._keys: frozenset[str] | None = None if keys is None else frozenset(keys)
         self.max_event_size = max_event_size
@@ -235,6 +254,16 @@ class EventApiStandIn:
         self._runner: web.AppRunner | None = None
         self._site: web.SockSite | None = None
         self._control_runner: web.AppRunner | None = None
+
+        # Plays Inngest's executor once an SDK app syncs; until then it costs one attribute read
+        # per event.
+        self._executor = Executor(
+            retry_base_s=retry_base_s,
+            request_timeout_s=request_timeout_s,
+            server_kind=server_kind,
+            window_s=run_period_s,
+            clock=clock,
+        )
 
     # -- lifecycle --
 
@@ -276,6 +305,7 @@ class EventApiStandIn:
             return
         self._stopping = True
         self._release_hung_now()
+        await self._executor.stop()
         for runner in (self._control_runner, self._runner):
             if runner is not None:
                 await runner.cleanup()
@@ -521,6 +551,7 @@ class EventApiStandIn:
         self._status_counts.clear()
         self._rate_windows.clear()
         self._request_count = self._dropped = self._hung_total = 0
+        self._executor.reset()
         self._notify()
 
     def summary(self) -> dict[str, Any]:
@@ -539,7 +570,48 @@ class EventApiStandIn:
             "run_count": len(self._runs),
             "duplicate_runs": self.duplicate_runs(),
             "faults": self.faults,
+            **({"executor": self._executor.summary()} if self._executor.active else {}),
         }
+
+    # -- the executor --
+
+    @property
+    def executor(self) -> Executor:
+        """Inngest's executor: registered functions and their runs (see :mod:`.executor`)."""
+        return self._executor
+
+    async def sync(self, serve_url: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Sync an SDK app as Inngest's UI or CLI does: ``PUT <serve url>``, which makes the SDK
+        register its functions at ``{its INNGEST_API_BASE_URL}/fn/register``.
+
+        Returns the registration (``function_ids``, ``modified``...). Raises :class:`SyncError`
+        when the PUT fails or the SDK registered somewhere else or was refused (the SDK answers
+        the PUT with 200 even then, so the registration itself is checked).
+        """
+        deploy_id = str(uuid.uuid4())
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+                session.put(
+                    serve_url,
+                    params={"deployId": deploy_id},
+                    headers={"x-inngest-server-kind": self._server_kind},
+                ) as response,
+            ):
+                status, body = response.status, await response.text()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SyncError(f"PUT {serve_url} failed: {exc!r}") from exc
+        found = [r for r in self._executor.registrations if r.deploy_id == deploy_id]
+        if not found:
+            raise SyncError(
+                f"PUT {serve_url} answered {status} {body[:500]!r} but the SDK did not register "
+                f"with this stand-in: is its API base URL (INNGEST_API_BASE_URL) {self.base_url}?"
+            )
+        registration = found[-1]
+        if registration.error is not None:
+            raise SyncError(f"the stand-in refused the sync of {serve_url}: {registration.error}")
+        _log.info("standin_synced", url=serve_url, functions=registration.function_ids)
+        return registration.to_json()
 
     # -- waiting --
 
@@ -605,9 +677,31 @@ class EventApiStandIn:
         app.router.add_post("/e/{key}", self._handle_events)
         app.router.add_post("/e/", self._handle_events)
         app.router.add_get("/health", self._handle_health)
+        app.router.add_post("/fn/register", self._handle_register)
         if self._control_on_main:
             self._add_control_routes(app)
         return app
+
+    async def _handle_register(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            payload = None
+            error = f"Invalid request: {exc}"
+            return web.Response(
+                status=400,
+                body=go_json({"error": error, "status": 400, "data": None}),
+                headers=self._headers("application/json"),
+            )
+        status, answer = self._executor.register(
+            payload,
+            deploy_id=request.query.get("deployId"),
+            expected_kind=request.headers.get("x-inngest-expected-server-kind"),
+        )
+        return web.Response(
+            status=status, body=go_json(answer), headers=self._headers("application/json")
+        )
 
     def _headers(self, content_type: str) -> dict[str, str]:
         return {"Content-Type": content_type, "X-Inngest-Server-Kind": self._server_kind}
@@ -796,6 +890,7 @@ class EventApiStandIn:
         period = self._run_period_s
         windows = self._run_windows
         record = self._events.append
+        executor = self._executor if self._executor.active else None
         for position, item in enumerate(items):
             event = normalize(item, now_ms)
             if type(event) is str:
@@ -816,12 +911,13 @@ class EventApiStandIn:
                 offset = 10 * position
                 chunk = entropy[offset : offset + 10] if entropy else os.urandom(10)
                 ulid = encode_ulid(random_prefix + chunk)
-            record(
-                RecordedEvent(
-                    ulid, event.name, event.id, event.data, event.ts, now, key, request_no
-                )
+            recorded = RecordedEvent(
+                ulid, event.name, event.id, event.data, event.ts, now, key, request_no
             )
+            record(recorded)
             ids.append(ulid)
+            if executor is not None:
+                executor.on_event(recorded._asdict())
             # The run scheduler's idempotency: SET NX EX 24h on (function, id-or-ULID).
             run_key = event.id or ulid
             window_key = (event.name, run_key)
@@ -850,6 +946,11 @@ class EventApiStandIn:
         app.router.add_post("/_standin/release", self._control_release)
         app.router.add_post("/_standin/reset", self._control_reset)
         app.router.add_post("/_standin/config", self._control_config)
+        app.router.add_get("/_standin/functions", self._control_functions)
+        app.router.add_get("/_standin/runs", self._control_runs)
+        app.router.add_get("/_standin/runs/wait", self._control_runs_wait)
+        app.router.add_post("/_standin/runs/{run_id}/cancel", self._control_cancel)
+        app.router.add_post("/_standin/sync", self._control_sync)
 
     @staticmethod
     def _json(payload: Any, status: int = 200) -> web.Response:
@@ -961,6 +1062,68 @@ class EventApiStandIn:
             {"keys_enforced": self._keys is not None, "max_event_size": self.max_event_size}
         )
 
+    # -- the executor's control surface: a separate process (the demo) reads runs here --
+
+    async def _control_functions(self, request: web.Request) -> web.Response:
+        executor = self._executor
+        return self._json(
+            {
+                "functions": [fn.to_json() for fn in executor.functions.values()],
+                "registrations": [r.to_json() for r in executor.registrations],
+            }
+        )
+
+    def _runs_json(self, request: web.Request, runs: Sequence[RunRecord]) -> dict[str, Any]:
+        chosen = run_filter(runs, request.query.get("function_id"), request.query.get("status"))
+        return {
+            "runs": [run.to_json() for run in chosen],
+            "skipped": [s.to_json() for s in self._executor.skipped],
+            "internal_events": self._executor.internal_events,
+            "summary": self._executor.summary(),
+        }
+
+    async def _control_runs(self, request: web.Request) -> web.Response:
+        return self._json(self._runs_json(request, self._executor.runs))
+
+    async def _control_runs_wait(self, request: web.Request) -> web.Response:
+        """``?function_id=..&status=..&count=N&timeout=S``: answer once N runs match."""
+        try:
+            count = int(request.query.get("count", "1"))
+            timeout = float(request.query.get("timeout", "10"))
+        except ValueError:
+            return self._json({"error": "count and timeout must be numbers"}, 400)
+        function_id = request.query.get("function_id")
+        status = request.query.get("status")
+        try:
+            runs = await self._executor.wait_for_runs(
+                lambda rs: len(run_filter(rs, function_id, status)) >= count,
+                timeout,
+                f"{count} runs (function {function_id or 'any'}, status {status or 'any'})",
+            )
+        except TimeoutError as exc:
+            return self._json(
+                {"error": str(exc), **self._runs_json(request, self._executor.runs)}, 408
+            )
+        return self._json(self._runs_json(request, runs))
+
+    async def _control_cancel(self, request: web.Request) -> web.Response:
+        run_id = request.match_info["run_id"]
+        return self._json({"run_id": run_id, "cancelled": self._executor.cancel(run_id)})
+
+    async def _control_sync(self, request: web.Request) -> web.Response:
+        """``{"url": "<serve url>"}``: sync that app (the stand-in sends the PUT)."""
+        try:
+            options = orjson.loads(await request.read())
+            url = options["url"]
+            if not isinstance(url, str):
+                raise TypeError("url must be a string")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            return self._json({"error": f'the body must be {{"url": ...}}: {exc}'}, 400)
+        try:
+            return self._json(await self.sync(url))
+        except SyncError as exc:
+            return self._json({"error": str(exc)}, 502)
+
 
 def _fault_name(status: int) -> str:
     return "status_429" if status == 429 else "status_5xx"
@@ -1003,6 +1166,7 @@ async def serve(
     keys: Iterable[str] | None = None,
     max_event_size: int = ABSOLUTE_MAX_EVENT_SIZE,
     server_kind: str = "dev",
+    retry_base_s: float = BACKOFF_TABLE_S[0],
     ready: Callable[[EventApiStandIn], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
@@ -1010,7 +1174,12 @@ async def serve(
 
     ``ready`` is called once it listens.
     """
-    standin = EventApiStandIn(keys=keys, max_event_size=max_event_size, server_kind=server_kind)
+    standin = EventApiStandIn(
+        keys=keys,
+        max_event_size=max_event_size,
+        server_kind=server_kind,
+        retry_base_s=retry_base_s,
+    )
     stop_event = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     if stop is None:
@@ -1040,6 +1209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keys", default=None, help="comma-separated event keys (default: any)")
     parser.add_argument("--max-event-size", type=int, default=ABSOLUTE_MAX_EVENT_SIZE)
     parser.add_argument("--server-kind", default="dev", choices=["dev", "cloud"])
+    parser.add_argument(
+        "--retry-base-delay",
+        type=float,
+        default=BACKOFF_TABLE_S[0],
+        help="seconds before a function's first retry; Inngest's later delays scale with it "
+        "(default: Inngest's 15)",
+    )
     levels = ["debug", "info", "warning", "error"]
     parser.add_argument("--log-level", default="info", choices=levels)
     args = parser.parse_args(argv)
@@ -1076,6 +1252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             keys=keys,
             max_event_size=args.max_event_size,
             server_kind=args.server_kind,
+            retry_base_s=args.retry_base_delay,
             ready=announce,
         )
     )
