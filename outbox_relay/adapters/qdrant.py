@@ -35,9 +35,10 @@ class QdrantIndexChecker:
         api_key: str | None = None,
     ) -> QdrantIndexChecker:
         if url:
-            client = AsyncQdrantClient(
-                url=url, api_key=api_key, timeout=max(1, int(timeout)), check_compatibility=False
-            )
+            # The client's compatibility check stays on: a thread asks the server its version
+            # and warns at start-up when major versions differ or minors are more than one apart
+            # (docker-compose.yml pins the server to the client's minor version).
+            client = AsyncQdrantClient(url=url, api_key=api_key, timeout=max(1, int(timeout)))
         else:
             Path(path).mkdir(parents=True, exist_ok=True)
             client = AsyncQdrantClient(path=path)

@@ -492,8 +492,54 @@ def test_compose_file_is_valid() -> None:
         "QDRANT_URL: http://qdrant:6333",
         "./prometheus/alerts.yml:/etc/prometheus/alerts.yml",
         "./grafana/provisioning:/etc/grafana/provisioning",
+        # the Inngest image has neither curl nor wget: its own binary is the probe
+        '"inngest", "alpha", "doctor", "healthcheck"',
     ):
         assert needle in text, needle
+    assert not re.search(r"test:.*\b(curl|wget)\b.*:8288", text)
+
+
+# An exact release, never `latest` or a floating major/minor: PostgreSQL numbers its releases
+# major.minor (15.18), everyone else here major.minor.patch.
+_EXACT_TAG = {"postgres": r"\d+\.\d+"}
+_EXACT_TAG_DEFAULT = r"v?\d+\.\d+\.\d+"
+
+
+def _compose_images() -> dict[str, str]:
+    """Service name → image, for every service that pulls its image (built ones excluded)."""
+    images: dict[str, str] = {}
+    service = None
+    for line in COMPOSE.read_text().splitlines():
+        if match := re.fullmatch(r"  ([a-z][a-z0-9_-]*):", line):
+            service = match.group(1)
+            continue
+        match = re.fullmatch(r"\s+image:\s*(\S+)(\s+#.*)?", line)
+        if match and service is not None and not match.group(1).endswith(":local"):
+            images[service] = match.group(1)
+    return images
+
+
+def test_every_compose_image_is_pinned_to_an_exact_version() -> None:
+    images = _compose_images()
+    assert set(images) == {"postgres", "qdrant", "inngest", "prometheus", "grafana"}, images
+    for service, image in images.items():
+        name, _, tag = image.partition(":")
+        assert tag, f"{service}: {image} has no tag (that is `latest`)"
+        pattern = _EXACT_TAG.get(name, _EXACT_TAG_DEFAULT)
+        assert re.fullmatch(pattern, tag), f"{service}: {image} is not an exact version"
+
+
+def test_the_qdrant_server_matches_the_client() -> None:
+    """Same major.minor as the qdrant-client the relay runs, whose compatibility check is on."""
+    client = re.search(
+        r"^qdrant-client==(\d+\.\d+)\.", (ROOT / "constraints.txt").read_text(), re.M
+    )
+    assert client, "qdrant-client is not pinned in constraints.txt"
+    server = re.fullmatch(r"qdrant/qdrant:v(\d+\.\d+)\.\d+", _compose_images()["qdrant"])
+    assert server, _compose_images()["qdrant"]
+    assert server.group(1) == client.group(1)
+    for module in (ROOT / "outbox_relay").rglob("*.py"):
+        assert "check_compatibility=False" not in module.read_text(), module
 
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:
