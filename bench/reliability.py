@@ -24,14 +24,11 @@ import json
 import logging
 import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,23 +51,13 @@ from outbox_relay.testing.inngest import (
     Status429,
 )
 from outbox_relay.testing.postgres import LocalPostgres, create_database, free_port
-
-# Settings for relay processes here and in the fault tests (tests/faults): fast reconnects and
-# probes, no client-side rate limit in the way (the stand-in enforces Inngest's when a scenario
-# asks for it), a short lease so that a killed relay's rows come back quickly.
-PROCESS_ENV = {
-    "OUTBOX_POLL_INTERVAL": "0.2",
-    "OUTBOX_BACKOFF_BASE": "0.05",
-    "OUTBOX_BACKOFF_CAP": "0.5",
-    "OUTBOX_RETRY_BASE": "0.05",
-    "OUTBOX_RETRY_CAP": "0.2",
-    "OUTBOX_PUBLISH_TIMEOUT": "2",
-    "OUTBOX_LEASE_SECONDS": "3",
-    "OUTBOX_RATE_LIMIT_REQUESTS": "100000",
-    "OUTBOX_RATE_LIMIT_WINDOW": "1",
-    "OUTBOX_LOG_LEVEL": "info",
-    "OUTBOX_LOG_FORMAT": "json",
-}
+from outbox_relay.testing.relay_process import (
+    FAULT_ENV,
+    RelayProcess,
+    hanging_tcp_server,
+    silent_insert,
+    spawn_relay,
+)
 
 
 @dataclass
@@ -125,66 +112,29 @@ class Bed:
         self.dsn = dsn
         self.standin = standin
         self.tmp = tmp
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.processes: list[RelayProcess] = []
         self.conn: asyncpg.Connection | None = None
-        self._spawned = 0
 
     async def db(self) -> asyncpg.Connection:
         if self.conn is None or self.conn.is_closed():
             self.conn = await asyncpg.connect(self.dsn)
         return self.conn
 
-    def spawn(self, name: str, **env: str) -> tuple[subprocess.Popen[bytes], int]:
-        self._spawned += 1
-        port = free_port()
-        variables = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("OUTBOX_", "QDRANT_", "INNGEST_"))
-        }
-        variables.update(
-            {
-                "DATABASE_URL": self.dsn,
-                "INNGEST_EVENT_API_BASE_URL": self.standin.base_url,
-                "INNGEST_DEV": "1",
-                "QDRANT_PATH": str(self.tmp / f"qdrant-{name}"),
-                "OUTBOX_HTTP_HOST": "127.0.0.1",
-                "OUTBOX_HTTP_PORT": str(port),
-                "OUTBOX_REPLICA_ID": name,
-                **PROCESS_ENV,
-                **env,
-            }
+    def spawn(self, name: str, **env: str) -> RelayProcess:
+        process = spawn_relay(
+            name=name,
+            dsn=self.dsn,
+            event_api_base_url=self.standin.base_url,
+            log_dir=self.tmp,
+            env={**FAULT_ENV, **env},
         )
-        with (self.tmp / f"{name}-{self._spawned}.log").open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "outbox_relay", "relay"],
-                env=variables,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.processes.append(proc)
-        return proc, port
+        self.processes.append(process)
+        return process
 
-    async def start(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        proc, port = self.spawn(name, **env)
-        deadline = time.monotonic() + 60
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"relay {name} exited with {proc.returncode}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                        if response.status == 200:
-                            return proc
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"relay {name} not ready in 60 s")
-                await asyncio.sleep(0.05)
-
-    @staticmethod
-    async def kill(proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(proc.wait, 10)
+    async def start(self, name: str, **env: str) -> RelayProcess:
+        process = self.spawn(name, **env)
+        await process.wait_ready(timeout=60)
+        return process
 
     async def enqueue(self, count: int, prefix: str) -> None:
         await (await self.db()).execute(
@@ -195,20 +145,7 @@ class Bed:
         )
 
     async def silent_insert(self, count: int, prefix: str) -> None:
-        """Rows committed with triggers off: no NOTIFY is ever sent for them."""
-        conn = await asyncpg.connect(self.dsn)
-        try:
-            async with conn.transaction():
-                await conn.execute("SET LOCAL session_replication_role = replica")
-                await conn.execute(
-                    "INSERT INTO outbox.messages (kind, isrc, title, artist, album) "
-                    "SELECT 'track', $1 || lpad(i::text, 7, '0'), 'S', 'A', 'B' "
-                    "FROM generate_series(1, $2) AS i",
-                    prefix,
-                    count,
-                )
-        finally:
-            await conn.close()
+        await silent_insert(self.dsn, count, prefix)
 
     async def pending(self, up_to_id: int | None = None) -> int:
         n: int = await (await self.db()).fetchval(
@@ -244,8 +181,8 @@ class Bed:
         return result
 
     async def close(self) -> None:
-        for proc in self.processes:
-            await self.kill(proc)
+        for process in self.processes:
+            await process.kill()
         if self.conn is not None:
             self.conn.terminate()
 
@@ -307,17 +244,6 @@ async def write_api(dsn: str) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-@contextlib.contextmanager
-def hanging_port() -> Iterator[int]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
-
-
 # -- scenarios ----------------------------------------------------------------------------------
 
 
@@ -362,12 +288,12 @@ async def crash(bed: Bed, scale: Scale) -> Result:
     for _ in range(scale.kills):
         before = bed.standin.event_count
         began = time.monotonic()
-        proc = await bed.start("crashy", **env)
+        process = await bed.start("crashy", **env)
         # recovery: from the restart to its first accepted event
         await bed.standin.wait_for_events(before + 1, timeout=30)
         recoveries.append(time.monotonic() - began)
         await asyncio.sleep(rng.uniform(0.0, 0.6))
-        await bed.kill(proc)
+        await process.kill()
     await bed.standin.clear()
     await bed.start("survivor", **env)
     drain = await bed.drained(300)
@@ -483,7 +409,7 @@ async def long_reader(bed: Bed, scale: Scale) -> Result:
 
 async def qdrant(bed: Bed, scale: Scale, name: str) -> Result:
     with contextlib.ExitStack() as stack:
-        port = stack.enter_context(hanging_port()) if name == "hanging" else free_port()
+        port = stack.enter_context(hanging_tcp_server()) if name == "hanging" else free_port()
         await bed.start("relay", QDRANT_URL=f"http://127.0.0.1:{port}", OUTBOX_QDRANT_TIMEOUT="0.5")
         latencies = []
         for n in range(10):

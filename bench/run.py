@@ -37,7 +37,8 @@ from qdrant_client import AsyncQdrantClient, models
 
 from outbox_relay.db.migrate import migrate
 from outbox_relay.domain.isrc import point_id
-from outbox_relay.testing.postgres import LocalPostgres, free_port
+from outbox_relay.testing.postgres import LocalPostgres
+from outbox_relay.testing.relay_process import peak_rss_mb, spawn_relay
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENT_KEY = "NO_EVENT_KEY_SET"  # what a relay in dev mode sends
@@ -197,11 +198,7 @@ class Worker:
     log: Path
 
     def peak_rss_mb(self) -> float:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+        return peak_rss_mb(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -252,37 +249,25 @@ class Bench:
 
     def spawn_relay(self, dsn: str, **env: str) -> Worker:
         name = self._next("relay-")
-        port = free_port()
-        log = self.tmp / f"{name}.log"
-        variables = {
-            **os.environ,
-            "DATABASE_URL": dsn,
-            "INNGEST_EVENT_API_BASE_URL": self.standin.base_url,
-            "INNGEST_DEV": "1",
-            "QDRANT_PATH": str(self._qdrant_copy()),
-            "OUTBOX_HTTP_HOST": "127.0.0.1",
-            "OUTBOX_HTTP_PORT": str(port),
-            "OUTBOX_REPLICA_ID": name,
-            "OUTBOX_LOG_FORMAT": "json",
-            # Inngest Cloud's 75 requests / 5 s would cap a relay at 7,500 events/s; the
-            # stand-in plays a self-hosted server, which has no such limit.
-            "OUTBOX_RATE_LIMIT_REQUESTS": "1000000",
-            **env,
-        }
-        variables.pop("QDRANT_URL", None)
-        command = [sys.executable, "-m", "outbox_relay", "relay"]
         profile_dir = os.environ.get("OUTBOX_BENCH_PROFILE")  # cProfile each relay into here
-        if profile_dir:
-            command[1:1] = ["-m", "cProfile", "-o", f"{profile_dir}/{name}.prof"]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                command,
-                env=variables,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-        return Worker(proc, port, log)
+        profiler = ("-m", "cProfile", "-o", f"{profile_dir}/{name}.prof") if profile_dir else ()
+        process = spawn_relay(
+            name=name,
+            dsn=dsn,
+            event_api_base_url=self.standin.base_url,
+            log_dir=self.tmp,
+            qdrant_path=self._qdrant_copy(),
+            env={
+                "OUTBOX_LOG_FORMAT": "json",
+                # Inngest Cloud's 75 requests / 5 s would cap a relay at 7,500 events/s; the
+                # stand-in plays a self-hosted server, which has no such limit.
+                "OUTBOX_RATE_LIMIT_REQUESTS": "1000000",
+                **env,
+            },
+            python_args=profiler,
+            cwd=ROOT,
+        )
+        return Worker(process.proc, process.http_port, process.log_path)
 
     def spawn_raw(self, dsn: str) -> Worker:
         log = self.tmp / f"{self._next('raw-')}.log"

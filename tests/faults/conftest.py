@@ -18,26 +18,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import socket
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from bench.reliability import PROCESS_ENV  # the same relay settings as the reliability bench
 from outbox_relay.http.write_api import create_app
 from outbox_relay.testing.inngest import EventApiStandIn
-from outbox_relay.testing.postgres import free_port
+from outbox_relay.testing.relay_process import (
+    FAULT_ENV,
+    RelayProcess,
+    free_port,
+    hanging_tcp_server,
+    silent_insert,
+)
 
-from relay.conftest import Harness, RelayProcess
+from relay.conftest import Harness
 
 
 def figure(name: str, value: object) -> None:
@@ -47,12 +49,13 @@ def figure(name: str, value: object) -> None:
 
 @dataclass
 class Fleet(Harness):
-    """A harness whose relays run as OS processes with :data:`PROCESS_ENV`."""
+    """A harness whose relays run as OS processes with the fault scenarios' settings."""
 
     def spawn(self, *, name: str | None = None, dsn: str | None = None, **env: str) -> RelayProcess:
-        """Starts ``python -m outbox_relay relay`` with :data:`PROCESS_ENV` under ``env``."""
-        name = name or f"relay{self.spawned + 1}"
-        return self.spawn_relay(name=name, dsn=dsn, **{**PROCESS_ENV, **env})
+        """Starts a relay process with :data:`FAULT_ENV` under ``env``."""
+        return self.spawn_relay(
+            name=name or f"relay{self.spawned + 1}", dsn=dsn, env=FAULT_ENV, **env
+        )
 
     async def start(self, **kwargs: Any) -> RelayProcess:
         """Spawns a relay process and waits until it is ready."""
@@ -62,9 +65,7 @@ class Fleet(Harness):
 
     @staticmethod
     async def kill(process: RelayProcess) -> None:
-        if process.proc.poll() is None:
-            process.proc.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(process.proc.wait, 10)
+        await process.kill()
 
     async def pending(self) -> int:
         conn = await self.conn()
@@ -214,40 +215,9 @@ async def write_api(dsn: str) -> AsyncIterator[TestClient[Any, Any]]:
         await client.close()
 
 
-# -- databases ----------------------------------------------------------------------------------
+# -- hung and refused servers ---------------------------------------------------------------------
 
-
-async def silent_insert(dsn: str, count: int, prefix: str) -> None:
-    """Commits ``count`` track rows with triggers off: no NOTIFY reaches any relay."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL session_replication_role = replica")
-            await conn.execute(
-                "INSERT INTO outbox.messages (kind, isrc, title, artist, album) "
-                "SELECT 'track', $1 || lpad(i::text, 7, '0'), 'Silent ' || i, 'A', 'B' "
-                "FROM generate_series(1, $2) AS i",
-                prefix,
-                count,
-            )
-    finally:
-        await conn.close()
-
-
-# -- a hung server ------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def hanging_tcp_server() -> Iterator[int]:
-    """A port that accepts TCP connections and never sends a byte; yields the port."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)  # the kernel completes handshakes; nobody ever reads
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
+__all__ = ["hanging_tcp_server", "silent_insert"]  # re-exported for the fault tests
 
 
 def refused_port() -> int:

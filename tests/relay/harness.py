@@ -1,24 +1,19 @@
 """A relay harness: real PostgreSQL, the Event API stand-in over real HTTP, embedded Qdrant.
 
 ``harness.start_relay()`` runs a relay in this process; ``harness.spawn_relay()`` runs one as
-a real OS process (``python -m outbox_relay relay``) for tests that kill or signal it.
+a real OS process (:mod:`outbox_relay.testing.relay_process`) for tests that kill or signal it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import pytest
 from prometheus_client import CollectorRegistry
@@ -28,7 +23,7 @@ from outbox_relay.apps.relay import RelayService
 from outbox_relay.config import Settings
 from outbox_relay.domain.isrc import point_id
 from outbox_relay.testing.inngest import EventApiStandIn
-from outbox_relay.testing.postgres import free_port
+from outbox_relay.testing.relay_process import TEST_ENV, RelayProcess, spawn_relay
 
 FAST = {
     "poll_interval": 0.2,
@@ -84,16 +79,6 @@ class RunningRelay:
 
 
 @dataclass
-class RelayProcess:
-    proc: subprocess.Popen[bytes]
-    http_port: int
-    log_path: Path
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@dataclass
 class Harness:
     dsn: str
     standin: EventApiStandIn
@@ -126,62 +111,27 @@ class Harness:
         return relay
 
     def spawn_relay(
-        self, *, name: str = "relay", dsn: str | None = None, **env: str
+        self,
+        *,
+        name: str = "relay",
+        dsn: str | None = None,
+        env: Mapping[str, str] = TEST_ENV,
+        **overrides: str,
     ) -> RelayProcess:
-        """A relay as a real OS process; returns once it is started (not yet ready).
-
-        The developer's own ``OUTBOX_*``, ``QDRANT_*`` and ``INNGEST_*`` variables are not
-        inherited: a test passes what it needs (``QDRANT_URL=...`` for a server, say).
-        """
+        """A relay as a real OS process (:func:`spawn_relay`); returns once started, not ready."""
         self.spawned += 1
-        port = free_port()
-        log_path = self.tmp / f"{name}-{self.spawned}.log"
-        inherited = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("OUTBOX_", "QDRANT_", "INNGEST_"))
-        }
-        variables = {
-            **inherited,
-            "DATABASE_URL": dsn or self.dsn,
-            "INNGEST_EVENT_API_BASE_URL": self.standin.base_url,
-            "INNGEST_DEV": "1",
-            "QDRANT_PATH": str(self.tmp / f"qdrant-{name}"),
-            "OUTBOX_HTTP_HOST": "127.0.0.1",
-            "OUTBOX_HTTP_PORT": str(port),
-            "OUTBOX_REPLICA_ID": name,
-            "OUTBOX_LOG_FORMAT": "json",
-            "OUTBOX_POLL_INTERVAL": "0.2",
-            "OUTBOX_BACKOFF_BASE": "0.02",
-            "OUTBOX_BACKOFF_CAP": "0.3",
-            "OUTBOX_PUBLISH_TIMEOUT": "5",
-            **env,
-        }
-        with log_path.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "outbox_relay", "relay"],
-                env=variables,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        process = RelayProcess(proc, port, log_path)
+        process = spawn_relay(
+            name=name,
+            dsn=dsn or self.dsn,
+            event_api_base_url=self.standin.base_url,
+            log_dir=self.tmp,
+            env={**env, **overrides},
+        )
         self.processes.append(process)
         return process
 
     async def wait_ready(self, process: RelayProcess, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if process.proc.poll() is not None:
-                    raise AssertionError(f"relay exited early:\n{process.output()}")
-                with contextlib.suppress(aiohttp.ClientError):
-                    url = f"http://127.0.0.1:{process.http_port}/readyz"
-                    async with http.get(url) as response:
-                        if response.status == 200:
-                            return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"relay not ready in {timeout} s:\n{process.output()}")
-                await asyncio.sleep(0.05)
+        await process.wait_ready(timeout)
 
     async def seed_indexed(self, isrcs: Iterable[str], path: Path | None = None) -> None:
         """Puts points for these ISRCs into embedded Qdrant (before a relay opens the folder)."""
@@ -270,9 +220,7 @@ class Harness:
                 with contextlib.suppress(Exception):
                     await relay.stop()
         for process in self.processes:
-            if process.proc.poll() is None:
-                process.proc.send_signal(signal.SIGKILL)
-                process.proc.wait(timeout=10)
+            await process.kill()
         if self._conn is not None:
             await self._conn.close()
 
