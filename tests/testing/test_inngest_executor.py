@@ -551,3 +551,68 @@ def test_a_run_record_reads_as_json() -> None:
     run = RunRecord("01H", "app-fn", {"name": "x", "data": {}}, 0.0)
     assert run.to_json()["status"] == "queued"
     assert os.environ.get("INNGEST_DEV") in (None, "1", "0", "true", "false")
+
+
+async def test_parallel_steps_are_planned_then_run_one_request_each(
+    standin: EventApiStandIn,
+) -> None:
+    client = client_for(standin)
+    calls: list[str] = []
+
+    @client.create_function(fn_id="fan", trigger=inngest.TriggerEvent(event="test/fan"))
+    async def fan(ctx: inngest.Context) -> list[str]:
+        async def part(name: str) -> str:
+            calls.append(name)
+            return name.upper()
+
+        both = await ctx.group.parallel(
+            (
+                lambda: ctx.step.run("left", part, "left"),
+                lambda: ctx.step.run("right", part, "right"),
+            )
+        )
+        return list(both)
+
+    async with serving(standin, client, [fan]):
+        await client.send(inngest.Event(name="test/fan", data={}))
+        [run] = await standin.executor.wait_for_status(fid("fan"), "completed")
+    assert run.output == ["LEFT", "RIGHT"]
+    assert sorted(calls) == ["left", "right"]
+    assert run.requests[0].ops == ["StepPlanned:left", "StepPlanned:right"]
+    targeted = {r.step_id for r in run.requests[1:3]}
+    assert targeted == set(run.stack)  # one request per planned step, by its hashed id
+    assert run.requests[-1].status == 200
+
+
+async def test_sleep_and_retry_after_set_when_the_next_request_comes(
+    standin: EventApiStandIn,
+) -> None:
+    client = client_for(standin)
+    tries: list[float] = []
+
+    @client.create_function(
+        fn_id="patient", trigger=inngest.TriggerEvent(event="test/patient"), retries=2
+    )
+    async def patient(ctx: inngest.Context) -> str:
+        before = await ctx.step.run("before", lambda: time.time())
+        await ctx.step.sleep("nap", datetime.timedelta(milliseconds=300))
+
+        async def busy() -> float:
+            tries.append(time.monotonic())
+            if len(tries) == 1:
+                raise inngest.RetryAfterError("busy", retry_after=datetime.timedelta(seconds=1))
+            return time.time()
+
+        after = await ctx.step.run("after", busy)
+        return f"{after - before:.3f}"
+
+    async with serving(standin, client, [patient]):
+        await client.send(inngest.Event(name="test/patient", data={}))
+        [run] = await standin.executor.wait_for_status(fid("patient"), "completed")
+    assert float(run.output) >= 0.3 + 0.9  # the nap, then the retry-after
+    assert "Sleep:nap" in [op for r in run.requests for op in r.ops]
+    [retried] = [r for r in run.requests if r.retry_in_s is not None]
+    # retry-after (1 s) replaced the backoff table's first delay (0.05 s + jitter here).
+    assert retried.retry_in_s is not None and 0.8 <= retried.retry_in_s <= 1.0
+    assert tries[1] - tries[0] >= 0.8
+    assert run.step_output("nap") == {"data": None}

@@ -1003,7 +1003,7 @@ class Executor:
                 run.pending_planned.discard(hashed)
             elif kind == "Sleep":
                 # The SDK names a sleep by its end time (ISO 8601, UTC).
-                until = _retry_after_s(str(op.get("name") or ""), self._clock())
+                until = _retry_after_s(str(op.get("name") or ""), time.time())
                 if until is None:
                     err = {"name": "Error", "message": f"cannot read the sleep's end {op!r}"}
                     self._fail_run(run, fn, err)
