@@ -29,6 +29,7 @@ import aiohttp
 import fastapi
 import inngest
 import inngest.fast_api
+import orjson
 import pytest
 import uvicorn
 
@@ -44,6 +45,8 @@ from outbox_relay.testing.inngest.executor import (
 BASE_S = 0.05  # the first retry delay; Inngest's is 15 s
 SCALE = BASE_S / BACKOFF_TABLE_S[0]
 APP = "exec-test"
+ROOT = Path(__file__).resolve().parents[2]
+WORKER_SCRIPT = Path(__file__).with_name("executor_worker.py")
 
 
 @pytest.fixture
@@ -70,12 +73,16 @@ def _free_socket() -> socket.socket:
 
 @contextlib.asynccontextmanager
 async def serving(
-    standin: EventApiStandIn, client: inngest.Inngest, functions: Sequence[inngest.Function[Any]]
+    standin: EventApiStandIn | None,
+    client: inngest.Inngest,
+    functions: Sequence[inngest.Function[Any]],
+    sock: socket.socket | None = None,
 ) -> AsyncIterator[str]:
-    """Serve ``functions`` with the SDK's FastAPI adapter on a free port; sync them."""
+    """Serve ``functions`` with the SDK's FastAPI adapter on a free port (or ``sock``); sync them
+    into ``standin`` when one is given."""
     app = fastapi.FastAPI()
     inngest.fast_api.serve(app, client, list(functions))
-    sock = _free_socket()
+    sock = sock or _free_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -86,7 +93,8 @@ async def serving(
         await asyncio.sleep(0.01)
     url = f"http://127.0.0.1:{port}/api/inngest"
     try:
-        await standin.sync(url)
+        if standin is not None:
+            await standin.sync(url)
         yield url
     finally:
         server.should_exit = True
@@ -444,8 +452,7 @@ async def test_a_worker_killed_mid_step_is_retried_and_completes(
     sock = _free_socket()
     port = sock.getsockname()[1]
     sock.close()
-    script = Path(__file__).with_name("executor_worker.py")
-    args = [sys.executable, str(script), "--port", str(port), "--standin", standin.base_url]
+    args = [sys.executable, str(WORKER_SCRIPT), "--port", str(port), "--standin", standin.base_url]
     args += ["--state", str(state)]
     url = f"http://127.0.0.1:{port}/api/inngest"
 
@@ -497,12 +504,7 @@ async def test_a_worker_killed_mid_step_is_retried_and_completes(
 
 async def test_runs_are_readable_over_the_control_surface(standin: EventApiStandIn) -> None:
     client = client_for(standin)
-
-    @client.create_function(fn_id="echo", trigger=inngest.TriggerEvent(event="test/echo"))
-    async def echo(ctx: inngest.Context) -> dict[str, Any]:
-        return dict(ctx.event.data)
-
-    async with serving(standin, client, [echo]):
+    async with serving(standin, client, [echo_function(client)]):
         await client.send(inngest.Event(name="test/echo", data={"x": 1}))
         async with aiohttp.ClientSession() as http:
             query = {"function_id": fid("echo"), "status": "completed", "count": "1"}
@@ -616,3 +618,70 @@ async def test_sleep_and_retry_after_set_when_the_next_request_comes(
     assert retried.retry_in_s is not None and 0.8 <= retried.retry_in_s <= 1.0
     assert tries[1] - tries[0] >= 0.8
     assert run.step_output("nap") == {"data": None}
+
+
+def echo_function(client: inngest.Inngest) -> inngest.Function[Any]:
+    @client.create_function(fn_id="echo", trigger=inngest.TriggerEvent(event="test/echo"))
+    async def echo(ctx: inngest.Context) -> dict[str, Any]:
+        return dict(ctx.event.data)
+
+    return echo
+
+
+async def test_sync_waits_for_an_app_that_is_still_starting(standin: EventApiStandIn) -> None:
+    client = client_for(standin)
+    sock = _free_socket()  # bound, not listening: connections are refused until uvicorn starts
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/inngest"
+    with pytest.raises(SyncError, match="failed"):
+        await standin.sync(url)  # no waiting: the refusal is reported
+    syncing = asyncio.create_task(standin.sync(url, wait_for_app_s=30))
+    async with serving(None, client, [echo_function(client)], sock):
+        registration = await syncing
+    assert registration["function_ids"] == [fid("echo")]
+
+
+async def test_the_command_line_syncs_an_app_and_serves_its_runs_to_other_processes() -> None:
+    sock = _free_socket()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/inngest"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "outbox_relay.testing.inngest",
+        "--port=0",
+        f"--sync-url={url}",
+        "--retry-base-delay=0.05",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert process.stdout is not None
+        ready = orjson.loads(await asyncio.wait_for(process.stdout.readline(), 30))
+        base = ready["base_url"]
+        client = inngest.Inngest(
+            app_id=APP, is_production=False, api_base_url=base, event_api_base_url=base
+        )
+        async with (
+            serving(None, client, [echo_function(client)], sock),
+            aiohttp.ClientSession() as http,
+        ):
+            # Events sent before the app is synced start nothing (as in Inngest): poll, with a
+            # deadline, until --sync-url has registered it.
+            deadline = time.monotonic() + 30
+            while True:
+                async with http.get(f"{base}/_standin/functions") as resp:
+                    if (await resp.json())["functions"]:
+                        break
+                assert time.monotonic() < deadline, "--sync-url did not sync the app"
+                await asyncio.sleep(0.05)
+            await client.send(inngest.Event(name="test/echo", data={"x": 2}))
+            query = {"function_id": fid("echo"), "status": "completed", "timeout": "30"}
+            async with http.get(f"{base}/_standin/runs/wait", params=query) as resp:
+                assert resp.status == 200, await resp.text()
+                listing = await resp.json()
+        [run] = listing["runs"]
+        assert run["output"] == {"x": 2}
+        assert listing["summary"]["retry_base_s"] == 0.05
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0

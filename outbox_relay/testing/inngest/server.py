@@ -81,6 +81,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from outbox_relay.backoff import Backoff
 from outbox_relay.testing.inngest.executor import (
     BACKOFF_TABLE_S,
     Executor,
@@ -580,14 +581,33 @@ class EventApiStandIn:
         """Inngest's executor: registered functions and their runs (see :mod:`.executor`)."""
         return self._executor
 
-    async def sync(self, serve_url: str, timeout: float = 30.0) -> dict[str, Any]:
+    async def sync(
+        self, serve_url: str, timeout: float = 30.0, *, wait_for_app_s: float = 0.0
+    ) -> dict[str, Any]:
         """Sync an SDK app as Inngest's UI or CLI does: ``PUT <serve url>``, which makes the SDK
         register its functions at ``{its INNGEST_API_BASE_URL}/fn/register``.
 
         Returns the registration (``function_ids``, ``modified``...). Raises :class:`SyncError`
         when the PUT fails or the SDK registered somewhere else or was refused (the SDK answers
-        the PUT with 200 even then, so the registration itself is checked).
+        the PUT with 200 even then, so the registration itself is checked). ``wait_for_app_s``:
+        while the app refuses connections, try again (capped exponential backoff) for this long,
+        as the dev server's ``-u <url>`` waits for an app that is still starting.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_for_app_s
+        backoff = Backoff(base=0.05, cap=1.0, floor=0.02)
+        while True:
+            try:
+                return await self._sync_once(serve_url, timeout)
+            except SyncError as exc:
+                refused = isinstance(exc.__cause__, aiohttp.ClientConnectorError | OSError)
+                wait = backoff.next_delay()
+                if not refused or loop.time() + wait > deadline:
+                    raise
+                _log.debug("standin_sync_waiting", url=serve_url, error=str(exc))
+                await asyncio.sleep(wait)
+
+    async def _sync_once(self, serve_url: str, timeout: float) -> dict[str, Any]:
         deploy_id = str(uuid.uuid4())
         try:
             async with (
@@ -1115,12 +1135,15 @@ class EventApiStandIn:
         try:
             options = orjson.loads(await request.read())
             url = options["url"]
+            wait_s = options.get("wait_s", 0.0)
             if not isinstance(url, str):
                 raise TypeError("url must be a string")
+            if not isinstance(wait_s, int | float) or isinstance(wait_s, bool) or wait_s < 0:
+                raise TypeError("wait_s must be a number of seconds >= 0")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             return self._json({"error": f'the body must be {{"url": ...}}: {exc}'}, 400)
         try:
-            return self._json(await self.sync(url))
+            return self._json(await self.sync(url, wait_for_app_s=float(wait_s)))
         except SyncError as exc:
             return self._json({"error": str(exc)}, 502)
 
@@ -1158,6 +1181,10 @@ def _bound_socket(host: str, port: int) -> socket.socket:
 # --- Running it as a process ----------------------------------------------------------------------
 
 
+#: How long ``--sync-url`` waits for its app to answer.
+SYNC_WAIT_S = 600.0
+
+
 async def serve(
     *,
     host: str = "127.0.0.1",
@@ -1167,12 +1194,14 @@ async def serve(
     max_event_size: int = ABSOLUTE_MAX_EVENT_SIZE,
     server_kind: str = "dev",
     retry_base_s: float = BACKOFF_TABLE_S[0],
+    sync_urls: Sequence[str] = (),
     ready: Callable[[EventApiStandIn], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run a stand-in until ``stop`` is set (or SIGTERM/SIGINT when ``stop`` is None).
 
-    ``ready`` is called once it listens.
+    ``ready`` is called once it listens. Each of ``sync_urls`` is synced as soon as its app
+    answers (waiting up to ``SYNC_WAIT_S``), as the dev server's ``-u <url>`` does.
     """
     standin = EventApiStandIn(
         keys=keys,
@@ -1186,11 +1215,22 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop_event.set)
     await standin.start(host, port, control_port)
+
+    async def sync_when_up(url: str) -> None:
+        try:
+            await standin.sync(url, wait_for_app_s=SYNC_WAIT_S)
+        except SyncError as exc:
+            _log.error("standin_sync_failed", url=url, error=str(exc))
+
+    syncs = [loop.create_task(sync_when_up(url)) for url in sync_urls]
     try:
         if ready is not None:
             ready(standin)
         await stop_event.wait()
     finally:
+        for task in syncs:
+            task.cancel()
+        await asyncio.gather(*syncs, return_exceptions=True)
         await standin.stop()
 
 
@@ -1209,6 +1249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keys", default=None, help="comma-separated event keys (default: any)")
     parser.add_argument("--max-event-size", type=int, default=ABSOLUTE_MAX_EVENT_SIZE)
     parser.add_argument("--server-kind", default="dev", choices=["dev", "cloud"])
+    parser.add_argument(
+        "--sync-url",
+        action="append",
+        default=[],
+        help="an SDK app's serve URL to sync once it answers (repeatable), like the dev "
+        "server's -u",
+    )
     parser.add_argument(
         "--retry-base-delay",
         type=float,
@@ -1253,6 +1300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_event_size=args.max_event_size,
             server_kind=args.server_kind,
             retry_base_s=args.retry_base_delay,
+            sync_urls=args.sync_url,
             ready=announce,
         )
     )
