@@ -685,3 +685,28 @@ async def test_the_command_line_syncs_an_app_and_serves_its_runs_to_other_proces
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 10) == 0
+
+
+async def test_a_cancelled_run_makes_no_more_requests(standin: EventApiStandIn) -> None:
+    client = client_for(standin)
+
+    @client.create_function(fn_id="napper", trigger=inngest.TriggerEvent(event="test/napper"))
+    async def napper(ctx: inngest.Context) -> str:
+        await ctx.step.sleep("long-nap", datetime.timedelta(minutes=10))
+        return "woke"
+
+    async with serving(standin, client, [napper]):
+        await client.send(inngest.Event(name="test/napper", data={}))
+        [run] = await standin.executor.wait_for_runs(
+            lambda runs: any("Sleep:long-nap" in r.ops for run in runs for r in run.requests),
+            what="the run to reach its sleep",
+        )
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{standin.base_url}/_standin/runs/{run.run_id}/cancel") as resp,
+        ):
+            assert (await resp.json())["cancelled"] is True
+    assert run.status == "cancelled"
+    assert len(run.requests) == 1
+    assert standin.executor.summary()["queued_requests"] == 0
+    assert standin.executor.cancel(run.run_id) is False  # already finished
