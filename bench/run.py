@@ -103,11 +103,14 @@ SMOKE = Profile(
     replicas=(1, 2),
 )
 
-# Targets of issue 5 (full mode only): (scenario, figure) -> (comparison, bound).
+# Targets of issues 5 and 10 (full mode only): (scenario, figure) -> (comparison, bound).
 TARGETS: dict[tuple[str, str], tuple[str, float]] = {
     ("B1", "relay/limit"): (">=", 0.70),
     ("B2", "p99_ms@500"): ("<=", 3.0),
     ("B2", "p99_ms@2000"): ("<=", 10.0),
+    # Inngest Cloud's budget, paced: about one slot (5 s / 75 = 67 ms) at any rate it carries.
+    ("B2", "cloud_p99_ms@500"): ("<=", 100.0),
+    ("B2", "cloud_p99_ms@2000"): ("<=", 100.0),
     ("B3", "b/a"): (">=", 0.80),
     ("B3", "b/c"): (">=", 0.95),
     ("B4", "commit_to_last_ms"): ("<=", 200.0),
@@ -257,13 +260,9 @@ class Bench:
             event_api_base_url=self.standin.base_url,
             log_dir=self.tmp,
             qdrant_path=self._qdrant_copy(),
-            env={
-                "OUTBOX_LOG_FORMAT": "json",
-                # Inngest Cloud's 75 requests / 5 s would cap a relay at 7,500 events/s; the
-                # stand-in plays a self-hosted server, which has no such limit.
-                "OUTBOX_RATE_LIMIT_REQUESTS": "1000000",
-                **env,
-            },
+            # The defaults a user gets: against a local Event API (the stand-in plays a dev or
+            # self-hosted server) that means no client-side request budget.
+            env={"OUTBOX_LOG_FORMAT": "json", **env},
             python_args=profiler,
             cwd=ROOT,
         )
@@ -441,23 +440,30 @@ async def paced_writes(dsn: str, rate: int, seconds: float, tag: str) -> dict[st
 
 async def b2_latency(bench: Bench, p: Profile, repeat: int) -> Figures:
     figures: Figures = {"seconds_per_rate": p.latency_seconds}
-    per_rate: dict[int, dict[str, list[float]]] = {
-        r: {"p50": [], "p95": [], "p99": [], "max": []} for r in p.rates
+    # The relay as a user gets it (against a local Event API the defaults set no request
+    # budget, as for the dev server), then with Inngest Cloud's budget switched on.
+    budgets = {
+        "": {},
+        "cloud_": {"OUTBOX_RATE_LIMIT_REQUESTS": "75", "OUTBOX_RATE_LIMIT_WINDOW": "5"},
+    }
+    per_rate: dict[tuple[str, int], dict[str, list[float]]] = {
+        (b, r): {"p50": [], "p95": [], "p99": [], "max": []} for b in budgets for r in p.rates
     }
     for run in range(repeat):
-        async with bench.database() as dsn, bench.running([bench.spawn_relay(dsn)]):
-            for rate in p.rates:
-                await bench.control.reset()
-                tag = f"L{run}{rate:04d}"[:5]
-                committed = await paced_writes(dsn, rate, p.latency_seconds, tag)
-                await bench.control.wait_events(len(committed))
-                received = await bench.control.received()
-                latencies = [(received[k] - t) * 1000 for k, t in committed.items()]
-                for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100)):
-                    per_rate[rate][name].append(percentile(latencies, q))
-    for rate, stats in per_rate.items():
+        for budget, env in budgets.items():
+            async with bench.database() as dsn, bench.running([bench.spawn_relay(dsn, **env)]):
+                for rate in p.rates:
+                    await bench.control.reset()
+                    tag = f"L{run}{rate:04d}"[:5]
+                    committed = await paced_writes(dsn, rate, p.latency_seconds, tag)
+                    await bench.control.wait_events(len(committed))
+                    received = await bench.control.received()
+                    latencies = [(received[k] - t) * 1000 for k, t in committed.items()]
+                    for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100)):
+                        per_rate[budget, rate][name].append(percentile(latencies, q))
+    for (budget, rate), stats in per_rate.items():
         for name, values in stats.items():
-            figures[f"{name}_ms@{rate}"] = median(values)
+            figures[f"{budget}{name}_ms@{rate}"] = median(values)
     return figures
 
 

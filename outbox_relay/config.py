@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import urllib.parse
 from typing import Final, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -17,6 +18,8 @@ from outbox_relay.errors import ConfigurationError
 
 # The key the SDK sends to a dev server when none is configured.
 DEV_SERVER_EVENT_KEY: Final = "NO_EVENT_KEY_SET"
+# Inngest Cloud rate-limits the Event API per key (a 429 beyond it).
+INNGEST_CLOUD_REQUESTS_PER_5S: Final = 75
 DEV_SERVER_ORIGIN: Final = "http://127.0.0.1:8288"
 
 
@@ -67,8 +70,14 @@ class Settings(BaseSettings):
     backoff_cap: float = Field(30.0, gt=0, validation_alias=_env("OUTBOX_BACKOFF_CAP"))
     retry_base: float = Field(5.0, gt=0, validation_alias=_env("OUTBOX_RETRY_BASE"))
     retry_cap: float = Field(600.0, gt=0, validation_alias=_env("OUTBOX_RETRY_CAP"))
-    rate_limit_requests: int = Field(75, ge=1, validation_alias=_env("OUTBOX_RATE_LIMIT_REQUESTS"))
+    # None: follow the destination (Inngest Cloud's 75 per 5 s there, no limit elsewhere).
+    rate_limit_requests: int | None = Field(
+        None, ge=0, validation_alias=_env("OUTBOX_RATE_LIMIT_REQUESTS")
+    )
     rate_limit_window: float = Field(5.0, gt=0, validation_alias=_env("OUTBOX_RATE_LIMIT_WINDOW"))
+    outage_alarm_after: float = Field(
+        180.0, gt=0, validation_alias=_env("OUTBOX_OUTAGE_ALARM_AFTER")
+    )
     max_request_bytes: int = Field(
         3 * 1024 * 1024, ge=1024, validation_alias=_env("OUTBOX_MAX_REQUEST_BYTES")
     )
@@ -118,6 +127,21 @@ class Settings(BaseSettings):
         if dev.startswith(("http://", "https://")):
             return dev.rstrip("/")
         return DEV_SERVER_ORIGIN
+
+    def request_budget(self) -> tuple[int, float] | None:
+        """The client-side request budget: (requests, window seconds), or None for no limit.
+
+        ``OUTBOX_RATE_LIMIT_REQUESTS`` decides when set (0: no limit). Unset, the budget follows
+        the destination: Inngest Cloud limits each key to 75 requests per 5 s; a dev or
+        self-hosted server has no limit, and a budget there would only add latency.
+        """
+        requests = self.rate_limit_requests
+        if requests is None:
+            host = urllib.parse.urlsplit(self.event_api_origin()).hostname or ""
+            cloud = host == "inn.gs" or host.endswith((".inn.gs", ".inngest.com"))
+            requests = INNGEST_CLOUD_REQUESTS_PER_5S if cloud else 0
+            return (requests, 5.0) if requests else None
+        return (requests, self.rate_limit_window) if requests else None
 
     def event_key(self) -> str:
         if self.inngest_event_key is not None and self.inngest_event_key.get_secret_value():

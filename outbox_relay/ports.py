@@ -42,6 +42,13 @@ class Publisher(Protocol):
         """
         ...
 
+    async def wait_turn(self) -> None:
+        """Returns when a request could start at once under the client-side request budget.
+
+        The loop waits here *before* it claims, so rows that arrive meanwhile join the batch.
+        """
+        ...
+
     async def probe(self) -> None:
         """Returns when the Event API takes requests again; raises EventApiUnavailable."""
         ...

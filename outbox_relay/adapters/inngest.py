@@ -41,32 +41,56 @@ MAX_EVENTS_PER_REQUEST: Final = 5000
 _REQUEST_LEVEL_ERRORS: Final = ("Cannot have more than", "request body", "Request body")
 
 
-class RateLimiter:
-    """At most ``requests`` per sliding ``window`` seconds (Inngest Cloud: 75 per 5 s per key).
+class RequestBudget:
+    """At most ``requests`` per sliding ``window`` seconds (Inngest Cloud: 75 per 5 s per key),
+    spread evenly over the window.
 
-    A request counts from the moment its answer arrived (:meth:`settle`), not from when it was
-    sent: the server counted it at some moment in between, so however the network delays vary,
-    the server never sees one request too many in its window. (A request still unanswered a
-    whole window after it was sent stops counting until its answer comes, so a second request
-    may start meanwhile; an Event API that slow is close to an outage anyway.)
+    Two rules, both enforced:
+
+    - **Pacing** (GCRA): one request every ``window / requests`` seconds, with a burst of
+      ``burst`` after a quiet spell. A relay that publishes one small batch per notification
+      would otherwise spend the whole budget in the first half second and then wait out the
+      rest of the window with rows piling up; paced, it waits about one slot, and the rows that
+      arrive meanwhile join the next batch (the loop waits for its slot *before* it claims:
+      :meth:`wait_turn`).
+    - **The server's window**: a request counts from the moment its answer arrived
+      (:meth:`settle`), not from when it was sent: the server counted it at some moment in
+      between, so however the network delays vary, the server never sees one request too many
+      in its window. (A request still unanswered a whole window after it was sent stops counting
+      until its answer comes; an Event API that slow is close to an outage anyway.)
     """
 
-    def __init__(self, requests: int, window: float) -> None:
+    def __init__(self, requests: int, window: float, burst: int = 3) -> None:
         self._requests = requests
         self._window = window
+        self._interval = window / requests
+        self._tolerance = (min(burst, requests) - 1) * self._interval
+        self._next_at = 0.0  # GCRA's theoretical arrival time
         self._marks: list[float] = []  # sorted
         self._lock = asyncio.Lock()
 
+    def _delay(self, now: float) -> float:
+        """Seconds until a request may start (0: now)."""
+        del self._marks[: bisect.bisect_right(self._marks, now - self._window)]
+        paced = max(0.0, self._next_at - self._tolerance - now)
+        if len(self._marks) < self._requests:
+            return paced
+        return max(paced, self._window - (now - self._marks[0]))
+
+    async def wait_turn(self) -> None:
+        """Returns when a request could start at once; takes nothing."""
+        while (delay := self._delay(time.monotonic())) > 0:  # noqa: ASYNC110 - a timed wait
+            await asyncio.sleep(delay)
+
     async def acquire(self) -> float:
-        """Waits for a free slot; returns its mark, to hand to :meth:`settle` once answered."""
+        """Waits for a slot and takes it; returns its mark, for :meth:`settle` once answered."""
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                del self._marks[: bisect.bisect_right(self._marks, now - self._window)]
-                if len(self._marks) < self._requests:
-                    bisect.insort(self._marks, now)
-                    return now
-                await asyncio.sleep(self._window - (now - self._marks[0]))
+            while (delay := self._delay(time.monotonic())) > 0:  # noqa: ASYNC110 - timed
+                await asyncio.sleep(delay)
+            now = time.monotonic()
+            self._next_at = max(self._next_at, now) + self._interval
+            bisect.insort(self._marks, now)
+            return now
 
     def settle(self, mark: float) -> None:
         """The request holding ``mark`` is over: it counts from now on."""
@@ -129,13 +153,15 @@ class EventApiPublisher:
         timeout: float,
         metrics: RelayMetrics,
         max_request_bytes: int = 3 * 1024 * 1024,
-        rate_limit: tuple[int, float] = (75, 5.0),
+        budget: tuple[int, float] | None = None,
     ) -> None:
+        """``budget`` is (requests, window seconds) for the client-side request budget; None
+        sends as fast as answers come (a dev or self-hosted server has no limit)."""
         self._url = f"{origin.rstrip('/')}/e/{event_key}"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._metrics = metrics
         self._max_request_bytes = max_request_bytes
-        self._limiter = RateLimiter(*rate_limit)
+        self._budget = RequestBudget(*budget) if budget is not None else None
         self._session: aiohttp.ClientSession | None = None
         self._headers = {
             "Content-Type": "application/json",
@@ -158,9 +184,18 @@ class EventApiPublisher:
 
     # -- public ------------------------------------------------------------------------------
 
+    async def wait_turn(self) -> None:
+        if self._budget is not None:
+            await self._budget.wait_turn()
+
     async def probe(self) -> None:
-        """An empty array: Inngest answers 200 without storing anything."""
-        response = await self._post(b"[]", expected=1)
+        """An empty array: Inngest answers 2xx without storing anything.
+
+        Any 2xx in the Event API's JSON shape will do: the open-source server answers
+        ``{"ids": [""]}``, but nothing guarantees that Inngest Cloud answers an empty array the
+        same way, and insisting on one id would keep a relay paused for good.
+        """
+        response = await self._post(b"[]", expected=None)
         if isinstance(response, _Refused):
             raise EventApiUnavailable("4xx", f"probe refused: {response.error}")
 
@@ -224,10 +259,14 @@ class EventApiPublisher:
         return chunks
 
     async def _post(
-        self, body: bytes, *, expected: int, deadline: float | None = None
+        self, body: bytes, *, expected: int | None, deadline: float | None = None
     ) -> _Accepted | _Refused:
         timeout = self._timeout
-        mark = await self._limiter.acquire()
+        if self._budget is None:
+            if deadline is not None and time.monotonic() + (timeout.total or 0.0) > deadline:
+                raise _OutOfTime
+            return await self._send(body, timeout, expected)
+        mark = await self._budget.acquire()
         try:
             # Never start a request whose timeout could outlast the batch's lease. Shortening
             # the timeout instead would make answers that are merely slow look lost, and resend
@@ -236,10 +275,10 @@ class EventApiPublisher:
                 raise _OutOfTime
             return await self._send(body, timeout, expected)
         finally:
-            self._limiter.settle(mark)
+            self._budget.settle(mark)
 
     async def _send(
-        self, body: bytes, timeout: aiohttp.ClientTimeout, expected: int
+        self, body: bytes, timeout: aiohttp.ClientTimeout, expected: int | None
     ) -> _Accepted | _Refused:
         headers = {**self._headers, "x-inngest-event-id-seed": _seed_header()}
         started = time.perf_counter()
@@ -264,27 +303,28 @@ class EventApiPublisher:
         return self._interpret(status, raw, retry_after, expected)
 
     def _interpret(
-        self, status: int, raw: bytes, retry_after: float | None, expected: int
+        self, status: int, raw: bytes, retry_after: float | None, expected: int | None
     ) -> _Accepted | _Refused:
+        """``expected`` is the number of events sent; None (a probe) takes any id count."""
         try:
             body = orjson.loads(raw) if raw else None
         except orjson.JSONDecodeError:
             body = None
         error = body.get("error") if isinstance(body, dict) else None
         snippet = str(error) if error else raw[:200].decode("utf-8", "replace").strip()
-        if status == 200:
+        if 200 <= status < 300:
             ids = body.get("ids") if isinstance(body, dict) else None
             if (
                 isinstance(ids, list)
-                and len(ids) == expected
+                and (expected is None or len(ids) == expected)
                 and all(isinstance(i, str) for i in ids)
                 and error is None
             ):
                 return _Accepted(ids)
             raise self._failure(
                 "bad_response",
-                f"200 with {len(ids) if isinstance(ids, list) else 'no'} ids "
-                f"for {expected} events: {snippet}",
+                f"{status} with {len(ids) if isinstance(ids, list) else 'no'} ids "
+                f"for {expected if expected is not None else 'a probe of no'} events: {snippet}",
             )
         if status == 429:
             raise self._failure("429", snippet or "rate limited", retry_after)
@@ -300,7 +340,7 @@ class EventApiPublisher:
             self._metrics.publish_failures.labels(cause="4xx").inc()
             ids = body.get("ids") if isinstance(body, dict) else None
             accepted = [i for i in ids if isinstance(i, str) and i] if isinstance(ids, list) else []
-            if len(accepted) >= expected:
+            if expected is not None and len(accepted) >= expected:
                 raise self._failure(
                     "bad_response", f"{status} claiming {len(accepted)} of {expected} accepted"
                 )

@@ -47,7 +47,7 @@ class RelayService:
             timeout=timeout,
             metrics=self.metrics,
             max_request_bytes=settings.max_request_bytes,
-            rate_limit=(settings.rate_limit_requests, settings.rate_limit_window),
+            budget=settings.request_budget(),
         )
         self.checker = QdrantIndexChecker.connect(
             url=settings.qdrant_url,
@@ -85,6 +85,7 @@ class RelayService:
                 retry_base=settings.retry_base,
                 retry_cap=settings.retry_cap,
                 lease_seconds=settings.lease_seconds,
+                outage_alarm_after=settings.outage_alarm_after,
             ),
         )
         # Computed at scrape time, so it can never disagree with /readyz.
@@ -108,6 +109,7 @@ class RelayService:
             "relay_http_listening",
             port=self.http_port,
             event_api=self.settings.event_api_origin(),
+            request_budget=_describe_budget(self.settings.request_budget()),
             qdrant=self.settings.qdrant_url or f"embedded:{self.settings.qdrant_path}",
             replica_id=self.settings.replica_id,
         )
@@ -132,3 +134,7 @@ class RelayService:
 
     def stop(self) -> None:
         self.relay.stop()
+
+
+def _describe_budget(budget: tuple[int, float] | None) -> str:
+    return "none" if budget is None else f"{budget[0]} requests / {budget[1]:g} s, paced"

@@ -53,6 +53,8 @@ class RelayConfig:
     retry_cap: float = 600.0
     # a claim's lease: a batch must be recorded well within it
     lease_seconds: float = 30.0
+    # a pause for an Event API outage longer than this is logged at error level
+    outage_alarm_after: float = 180.0
 
 
 def lease_margin(lease_seconds: float) -> float:
@@ -130,6 +132,7 @@ class Relay:
             backoff=Backoff(config.backoff_base, config.backoff_cap),
         )
         self._outage: EventApiUnavailable | None = None
+        self._outage_since = 0.0
         self._lease_margin = lease_margin(config.lease_seconds)
         # A batch claimed while the previous one was being published (see _claim_and_process),
         # with the monotonic time its claim was sent: its lease runs from then.
@@ -235,6 +238,9 @@ class Relay:
         """
         ahead, self._ahead = self._ahead, None
         if ahead is None:
+            # Wait for the request budget's next slot *before* claiming, so that the rows that
+            # arrive meanwhile go out in this batch instead of waiting a slot more.
+            await self._publisher.wait_turn()
             # Cleared just before each claim: a notification after this point wakes us again.
             self._wake.clear()
             sent_at = time.monotonic()
@@ -534,6 +540,7 @@ class Relay:
 
     def _enter_outage(self, outage: EventApiUnavailable, *, unsent: int) -> None:
         self._outage = outage
+        self._outage_since = time.monotonic()
         self._metrics.event_api_available.set(0)
         log.error(
             "inngest_error",
@@ -554,11 +561,15 @@ class Relay:
             await self._publisher.probe()
         except EventApiUnavailable as still_down:
             self._outage = still_down
-            log.warning(
+            paused = time.monotonic() - self._outage_since
+            # Short outages are routine (a deploy, a blip); one that lasts is an operator's.
+            level = log.error if paused >= self._config.outage_alarm_after else log.warning
+            level(
                 "inngest_error",
                 result="error",
                 reason=still_down.cause,
                 error=still_down.detail,
+                paused_s=round(paused, 1),
                 action="probe failed; still paused",
             )
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -12,8 +14,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from outbox_relay.adapters.inngest import EventApiPublisher, RateLimiter, _retry_after
+from outbox_relay.adapters.inngest import EventApiPublisher, RequestBudget, _retry_after
 from outbox_relay.domain.events import TrackEvent, encode_event
+from outbox_relay.errors import EventApiUnavailable
 from outbox_relay.metrics import RelayMetrics
 from outbox_relay.testing.inngest import (
     EventApiStandIn,
@@ -167,32 +170,120 @@ async def test_probe_succeeds_with_an_empty_array(api: EventApiStandIn) -> None:
     assert api.event_count == 0 and api.request_count == 1
 
 
-async def test_a_200_with_the_wrong_number_of_ids_is_a_failure() -> None:
-    async def liar(_: web.Request) -> web.Response:
-        return web.json_response({"ids": ["01ONLYONE"], "status": 200})
+@contextlib.asynccontextmanager
+async def receiver(status: int, body: bytes) -> AsyncIterator[str]:
+    """An Event API that answers every request with ``status`` and ``body``; yields its origin."""
+
+    async def answer(_: web.Request) -> web.Response:
+        return web.Response(status=status, body=body, content_type="text/plain")
 
     app = web.Application()
-    app.router.add_post("/e/{key}", liar)
+    app.router.add_post("/e/{key}", answer)
     runner = web.AppRunner(app)
     await runner.setup()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    pub = publisher(f"http://127.0.0.1:{port}")
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        result = await pub.publish(events(3))
+        yield f"http://127.0.0.1:{port}"
     finally:
-        await pub.close()
         await runner.cleanup()
+
+
+async def test_a_200_with_the_wrong_number_of_ids_is_a_failure() -> None:
+    async with receiver(200, b'{"ids": ["01ONLYONE"], "status": 200}') as origin:
+        pub = publisher(origin)
+        try:
+            result = await pub.publish(events(3))
+        finally:
+            await pub.close()
     assert result.outage is not None and result.outage.cause == "bad_response"
     assert len(result.unsent) == 3 and not result.accepted
 
 
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (200, b'{"ids": [""], "status": 200}\n'),  # the open-source server
+        (200, b'{"ids": [], "status": 200}'),  # an answer Inngest Cloud might give
+        (200, b'{"ids": []}'),
+        (202, b'{"ids": [], "status": 202}'),
+    ],
+)
+async def test_a_probe_takes_any_2xx_in_the_event_apis_shape(status: int, body: bytes) -> None:
+    async with receiver(status, body) as origin:
+        pub = publisher(origin)
+        try:
+            await pub.probe()
+        finally:
+            await pub.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "cause"),
+    [
+        (200, b"<html>maintenance</html>", "bad_response"),
+        (200, b'{"ids": [], "status": 200, "error": "paused"}', "bad_response"),
+        (200, b'{"ids": [1], "status": 200}', "bad_response"),
+        (204, b"", "bad_response"),
+        (503, b'{"ids": [""], "status": 503}', "5xx"),
+        (400, b'{"ids": [""], "status": 400, "error": "bad"}', "4xx"),
+    ],
+)
+async def test_a_probe_fails_on_anything_else(status: int, body: bytes, cause: str) -> None:
+    async with receiver(status, body) as origin:
+        pub = publisher(origin)
+        try:
+            with pytest.raises(EventApiUnavailable) as caught:
+                await pub.probe()
+        finally:
+            await pub.close()
+    assert caught.value.cause == cause
+
+
+async def test_the_budget_spreads_requests_over_the_window() -> None:
+    """Inngest Cloud's 75 per 5 s: a burst of 3, then one request every 5/75 s — not 75 at
+    once and then a wait for the rest of the window."""
+    budget = RequestBudget(75, 5.0)
+    started = time.monotonic()
+    times = []
+    for _ in range(10):
+        budget.settle(await budget.acquire())
+        times.append(time.monotonic() - started)
+    assert times[2] < 0.05  # the burst
+    gaps = [b - a for a, b in itertools.pairwise(times[2:])]
+    assert all(gap >= 0.06 for gap in gaps), gaps  # 1/15 s apart, give or take the clock
+    assert times[-1] >= 7 * 5.0 / 75 - 0.01
+
+
+async def test_waiting_for_a_turn_takes_no_slot() -> None:
+    budget = RequestBudget(2, 1.0, burst=1)
+    await budget.acquire()
+    started = time.monotonic()
+    await budget.wait_turn()  # the next slot: half a window later
+    await budget.wait_turn()  # the same slot, still free
+    waited = time.monotonic() - started
+    await budget.acquire()  # takes it at once
+    assert waited >= 0.45 and time.monotonic() - started < waited + 0.05
+
+
+async def test_without_a_budget_requests_never_wait(api: EventApiStandIn) -> None:
+    pub = publisher(api.base_url, budget=None)
+    try:
+        started = time.monotonic()
+        for n in range(100):
+            await pub.wait_turn()
+            assert (await pub.publish(events(1, start=n))).accepted
+    finally:
+        await pub.close()
+    assert api.event_count == 100
+    assert time.monotonic() - started < 5.0  # 75 per 5 s would have taken at least 5 s
+
+
 async def test_the_client_side_rate_limit_keeps_under_the_servers(api: EventApiStandIn) -> None:
     await api.inject(RateLimit(limit=5, window_s=0.5))
-    pub = publisher(api.base_url, rate_limit=(5, 0.5))
+    pub = publisher(api.base_url, budget=(5, 0.5))
     try:
         for n in range(12):
             result = await pub.publish(events(1, start=n))
@@ -212,7 +303,7 @@ async def test_a_request_delayed_on_its_way_still_counts_inside_the_servers_wind
     server counted it: a 429. Counting from the answer keeps every window under the limit."""
     await api.inject(RateLimit(limit=5, window_s=0.5))
     await api.inject(Latency(0.3), times=1)
-    pub = publisher(api.base_url, rate_limit=(5, 0.5))
+    pub = publisher(api.base_url, budget=(5, 0.5))
     try:
         for n in range(7):
             result = await pub.publish(events(1, start=n))
@@ -224,7 +315,7 @@ async def test_a_request_delayed_on_its_way_still_counts_inside_the_servers_wind
 
 
 async def test_rate_limiter_allows_a_burst_then_spaces_requests() -> None:
-    limiter = RateLimiter(3, 0.3)
+    limiter = RequestBudget(3, 0.3)
     started = time.monotonic()
     for _ in range(6):
         await limiter.acquire()

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
+import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
@@ -156,3 +159,57 @@ async def test_qdrant_hanging_fails_open_within_the_timeout(
     await harness.standin.wait_for_events(3, timeout=10)
     assert loop.time() - started < 3.0
     assert relay.service.metrics.qdrant_errors._value.get() >= 1
+
+
+class CloudLikeReceiver:
+    """An Event API that answers an empty array with ``{"ids": []}`` (nothing guarantees that
+    Inngest Cloud answers it like the open-source server's ``{"ids": [""]}``), and 500 while
+    ``down``."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.events: list[dict[str, object]] = []
+        self.probes = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.down:
+            return web.json_response({"status": 500, "error": "down"}, status=500)
+        body = orjson.loads(await request.read())
+        if body == []:
+            self.probes += 1
+        self.events.extend(body)
+        ids = [f"01CLOUD{len(self.events) + n:019d}" for n in range(len(body))]
+        return web.json_response({"ids": ids, "status": 200})
+
+
+async def test_a_probe_answered_with_no_ids_ends_the_pause_and_a_long_pause_is_an_error(
+    harness: Harness,
+) -> None:
+    receiver = CloudLikeReceiver()
+    app = web.Application()
+    app.router.add_post("/e/{key}", receiver.handle)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        relay = await harness.start_relay(
+            inngest_event_api_base_url=str(server.make_url("")).rstrip("/"),
+            backoff_cap=0.05,
+            outage_alarm_after=0.5,
+        )
+        with capture_logs() as logs:
+            await harness.enqueue_tracks(20)
+            await relay.wait_unavailable()
+
+            def probed() -> list[dict[str, Any]]:
+                return [e for e in logs if e.get("action") == "probe failed; still paused"]
+
+            await wait_until(lambda: any(e["log_level"] == "error" for e in probed()), timeout=10)
+            assert probed()[0]["log_level"] == "warning"  # a short pause is routine
+            assert all(e["paused_s"] >= 0.5 for e in probed() if e["log_level"] == "error")
+            receiver.down = False
+            await harness.wait_settled(expected=20, timeout=10)
+        assert await harness.statuses() == {"published": 20}
+        assert receiver.probes >= 1
+        assert len(receiver.events) == 20
+    finally:
+        await server.close()

@@ -76,3 +76,36 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     message = str(info.value)
     assert "OUTBOX_POLL_INTERVAL" in message and "OUTBOX_LOG_LEVEL" in message
     assert "OUTBOX_SYNCHRONOUS_COMMIT" in message and "'on' or 'off'" in message
+
+
+@pytest.mark.parametrize(
+    ("env", "budget"),
+    [
+        ({}, None),  # the dev server, the default destination: no limit
+        ({"INNGEST_EVENT_API_BASE_URL": "http://inngest.internal:8288"}, None),  # self-hosted
+        ({"INNGEST_EVENT_API_BASE_URL": "https://inn.gs"}, (75, 5.0)),  # Inngest Cloud
+        ({"INNGEST_EVENT_API_BASE_URL": "https://inn.gs/", "INNGEST_EVENT_KEY": "k"}, (75, 5.0)),
+        ({"OUTBOX_RATE_LIMIT_REQUESTS": "10"}, (10, 5.0)),
+        ({"OUTBOX_RATE_LIMIT_REQUESTS": "10", "OUTBOX_RATE_LIMIT_WINDOW": "1"}, (10, 1.0)),
+        ({"INNGEST_EVENT_API_BASE_URL": "https://inn.gs", "OUTBOX_RATE_LIMIT_REQUESTS": "0"}, None),
+    ],
+)
+def test_the_request_budget_follows_the_destination_unless_set(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], budget: tuple[int, float] | None
+) -> None:
+    for name in (
+        "INNGEST_EVENT_API_BASE_URL",
+        "INNGEST_DEV",
+        "OUTBOX_RATE_LIMIT_REQUESTS",
+        "OUTBOX_RATE_LIMIT_WINDOW",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings(database_url="postgresql://x@localhost/db").request_budget() == budget
+
+
+def test_a_negative_request_budget_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTBOX_RATE_LIMIT_REQUESTS", "-1")
+    with pytest.raises(ConfigurationError, match="OUTBOX_RATE_LIMIT_REQUESTS"):
+        load_settings()
