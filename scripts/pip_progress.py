@@ -23,7 +23,7 @@ from typing import TextIO
 SPINNER = "|/-\\"
 HEARTBEAT_SECONDS = 15.0
 TAIL_LINES = 40
-_FETCH = re.compile(r"^(Collecting|Processing) (\S+)")
+_FETCH = re.compile(r"^(Collecting|Processing|Requirement already satisfied:) (\S+)")
 _SPEC_END = re.compile(r"[<>=!~\[;@ ]")
 
 

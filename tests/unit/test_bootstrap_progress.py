@@ -38,6 +38,7 @@ class Terminal(io.StringIO):
         ("Collecting aiohttp>=3.9 (from outbox-relay==0.1.0)", "aiohttp"),
         ("Collecting psycopg[binary]>=3.1 (from outbox-relay==0.1.0)", "psycopg"),
         ("Collecting yarl", "yarl"),
+        ("Requirement already satisfied: yarl>=1.17 in ./.venv/lib (from aiohttp)", "yarl"),
         ("Processing /opt/files/structlog-26.1.0-py3-none-any.whl (from x==1)", "structlog"),
         ("  Downloading aiohttp-3.14.5.whl (1.7 MB)", None),
         ("Installing collected packages: a, b", None),
