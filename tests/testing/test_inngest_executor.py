@@ -334,11 +334,15 @@ async def test_a_concurrency_key_limit_of_one_never_overlaps_one_key(
     spans: list[tuple[str, float, float]] = []
     running: dict[str, int] = {}
     overlap: list[str] = []
+    widest: list[int] = []
 
     @client.create_function(
         fn_id="serial",
         trigger=inngest.TriggerEvent(event="test/serial"),
-        concurrency=[inngest.Concurrency(limit=1, key="event.data.isrc")],
+        concurrency=[
+            inngest.Concurrency(limit=1, key="event.data.isrc"),
+            inngest.Concurrency(limit=2),  # and two at a time for the whole function
+        ],
     )
     async def serial(ctx: inngest.Context) -> None:
         isrc = str(ctx.event.data["isrc"])
@@ -347,6 +351,7 @@ async def test_a_concurrency_key_limit_of_one_never_overlaps_one_key(
             running[isrc] = running.get(isrc, 0) + 1
             if running[isrc] > 1:
                 overlap.append(isrc)
+            widest.append(sum(running.values()))
             start = time.monotonic()
             await asyncio.sleep(0.05)
             spans.append((isrc, start, time.monotonic()))
@@ -359,11 +364,12 @@ async def test_a_concurrency_key_limit_of_one_never_overlaps_one_key(
         await client.send(
             [
                 inngest.Event(name="test/serial", data={"isrc": isrc})
-                for isrc in ["AAAAA0000001"] * 3 + ["BBBBB0000002"] * 3
+                for isrc in ["AAAAA0000001"] * 3 + ["BBBBB0000002"] * 3 + ["CCCCC0000003"]
             ]
         )
-        await standin.executor.wait_for_status(fid("serial"), "completed", 6)
+        await standin.executor.wait_for_status(fid("serial"), "completed", 7)
     assert overlap == []
+    assert max(widest) == 2
     for isrc in ("AAAAA0000001", "BBBBB0000002"):
         mine = sorted((s, e) for i, s, e in spans if i == isrc)
         assert len(mine) == 6

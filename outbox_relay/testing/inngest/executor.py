@@ -44,7 +44,7 @@ import asyncio
 import contextlib
 import email.utils
 import hashlib
-import math
+import heapq
 import os
 import random
 import time
@@ -456,7 +456,7 @@ class SkippedRun:
         }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Item:
     """One queued request of a run."""
 
@@ -551,7 +551,15 @@ class Executor:
         self._windows: dict[tuple[str, str, str], list[float]] = {}
         self._tats: dict[str, float] = {}
 
-        self._queue: list[_Item] = []
+        # Queued requests: ``_ready`` (a heap in queue order), ``_delayed`` (a heap by the time
+        # they become ready: retries, sleeps, throttled starts) and ``_parked`` (per concurrency
+        # key, those waiting for a slot of that key), so that each step of the loop costs
+        # O(log n) however many runs wait.
+        self._ready: list[tuple[float, int, _Item]] = []
+        self._delayed: list[tuple[float, int, _Item]] = []
+        self._parked: dict[str, list[tuple[float, int, _Item]]] = {}
+        self._freed: set[str] = set()
+        self._limits: dict[str, int] = {}
         self._seq = 0
         self._in_flight: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -772,8 +780,17 @@ class Executor:
         self._seq += 1
         loop_time = asyncio.get_running_loop().time()
         item = _Item(run, fn, step_id, attempt, loop_time + delay_s, self._seq, memo_on_start)
-        self._queue.append(item)
+        if delay_s > 0:
+            heapq.heappush(self._delayed, (item.available_at, item.seq, item))
+        else:
+            heapq.heappush(self._ready, self._order(item))
         self._kick()
+
+    @staticmethod
+    def _order(item: _Item) -> tuple[float, int, _Item]:
+        # Queue order: earlier runs first (Inngest scores a run's work by its start), moved by
+        # the run's priority, then the order the requests were queued.
+        return (item.run.created_at - item.run.priority_s, item.seq, item)
 
     def _kick(self) -> None:
         if self._stopped:
@@ -807,36 +824,49 @@ class Executor:
         while not self._stopped:
             self._wake.clear()
             now = loop.time()
-            next_at = math.inf
-            ready = [i for i in self._queue if i.available_at <= now]
-            # Queue order: earlier runs first (Inngest scores work by the run's start), priority
-            # moving a run earlier or later, then the order items were queued.
-            ready.sort(key=lambda i: (i.run.created_at - i.run.priority_s, i.seq))
-            for item in ready:
-                run = item.run
-                if run.done:
-                    self._queue.remove(item)
-                    continue
-                if any(self._in_flight[k] >= limit for k, limit in run.concurrency_keys):
-                    continue
-                if run.started_at is None and item.fn.throttle and run.throttle_key:
-                    wait = self._throttle_wait(run.throttle_key, item.fn.throttle, now)
-                    if wait > 0:
-                        item.available_at = now + wait
-                        next_at = min(next_at, item.available_at)
-                        continue
-                self._queue.remove(item)
-                for k, _ in run.concurrency_keys:
-                    self._in_flight[k] += 1
-                task = loop.create_task(self._execute(item))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            for item in self._queue:
-                if item.available_at > now:
-                    next_at = min(next_at, item.available_at)
-            timeout = None if math.isinf(next_at) else max(0.0, next_at - loop.time())
+            while self._delayed and self._delayed[0][0] <= now:
+                item = heapq.heappop(self._delayed)[2]
+                heapq.heappush(self._ready, self._order(item))
+            # Slots freed since the last turn go to the requests parked on them first: they
+            # were queued before anything now in _ready.
+            while self._freed:
+                key = self._freed.pop()
+                parked = self._parked.get(key)
+                while parked and self._in_flight[key] < self._limits[key]:
+                    self._offer(heapq.heappop(parked)[2], now)
+                if parked is not None and not parked:
+                    del self._parked[key]
+            while self._ready:
+                self._offer(heapq.heappop(self._ready)[2], now)
+            timeout = None
+            if self._delayed:
+                timeout = max(0.0, self._delayed[0][0] - loop.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _offer(self, item: _Item, now: float) -> None:
+        """Start ``item``'s request, or park it on a full concurrency key, or delay a throttled
+        start."""
+        run = item.run
+        if run.done:
+            return
+        for key, limit in run.concurrency_keys:
+            if self._in_flight[key] >= limit:
+                self._limits[key] = limit
+                heapq.heappush(self._parked.setdefault(key, []), self._order(item))
+                return
+        if run.started_at is None and item.fn.throttle is not None and run.throttle_key:
+            wait = self._throttle_wait(run.throttle_key, item.fn.throttle, now)
+            if wait > 0:
+                item.available_at = now + wait
+                heapq.heappush(self._delayed, (item.available_at, item.seq, item))
+                return
+        for key, limit in run.concurrency_keys:
+            self._in_flight[key] += 1
+            self._limits[key] = limit
+        task = asyncio.get_running_loop().create_task(self._execute(item))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -915,6 +945,8 @@ class Executor:
         finally:
             for k, _ in run.concurrency_keys:
                 self._in_flight[k] -= 1
+                if k in self._parked:
+                    self._freed.add(k)
             self._wake.set()
         log.duration_ms = (loop.time() - t0) * 1000
         log.status = status
@@ -1122,10 +1154,29 @@ class Executor:
             return False
         run.status = "cancelled"
         run.ended_at = self._clock()
-        self._queue = [i for i in self._queue if i.run is not run]
+        self._drop_queued(lambda item: item.run is run)
         _log.info("executor_run_cancelled", run_id=run_id, function_id=run.function_id)
         self._notify()
         return True
+
+    def _drop_queued(self, drop: Callable[[_Item], bool]) -> None:
+        self._ready = [e for e in self._ready if not drop(e[2])]
+        self._delayed = [e for e in self._delayed if not drop(e[2])]
+        heapq.heapify(self._ready)
+        heapq.heapify(self._delayed)
+        for key in list(self._parked):
+            kept = [e for e in self._parked[key] if not drop(e[2])]
+            heapq.heapify(kept)
+            if kept:
+                self._parked[key] = kept
+            else:
+                del self._parked[key]
+
+    @property
+    def queued_requests(self) -> int:
+        """Requests waiting: ready, delayed (retries, sleeps, throttle) or parked on a full key."""
+        parked = sum(len(heap) for heap in self._parked.values())
+        return len(self._ready) + len(self._delayed) + parked
 
     async def stop(self) -> None:
         """Stop the loop, abandon requests in flight, close the HTTP session."""
@@ -1149,7 +1200,7 @@ class Executor:
         for run in self._runs:
             if not run.done:
                 run.status = "cancelled"
-        self._queue.clear()
+        self._drop_queued(lambda item: True)
         self._runs.clear()
         self._runs_by_id.clear()
         self.skipped.clear()
@@ -1186,7 +1237,7 @@ class Executor:
             "runs": dict(statuses),
             "runs_by_function": {k: dict(v) for k, v in per_function.items()},
             "skipped": dict(Counter(s.reason for s in self.skipped)),
-            "queued_requests": len(self._queue),
+            "queued_requests": self.queued_requests,
             "requests_in_flight": len(self._tasks),
             "retry_base_s": self.retry_base_s,
         }
