@@ -44,15 +44,30 @@ async def test_an_edited_migration_is_refused(fresh_database_url: str, tmp_path:
         await migrate(fresh_database_url, folder)
 
 
-def test_gaps_and_stray_names_are_refused(tmp_path: Path) -> None:
+def test_repeated_numbers_and_stray_names_are_refused_gaps_are_not(tmp_path: Path) -> None:
     (tmp_path / "001_a.sql").write_text("SELECT 1;")
     (tmp_path / "003_c.sql").write_text("SELECT 1;")
-    with pytest.raises(MigrationError, match="expected version 002"):
+    # Numbers are reserved per piece of work, so 003 may land before 002.
+    assert [m.version for m in load_migrations(tmp_path)] == [1, 3]
+    (tmp_path / "003_d.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="share a number"):
         load_migrations(tmp_path)
     (tmp_path / "003_c.sql").unlink()
+    (tmp_path / "003_d.sql").unlink()
     (tmp_path / "2-bad.sql").write_text("SELECT 1;")
     with pytest.raises(MigrationError, match=re.escape("NNN_lower_snake.sql")):
         load_migrations(tmp_path)
+
+
+async def test_a_reserved_number_landing_late_is_applied(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "001_a.sql").write_text("CREATE TABLE public.a (id int);")
+    (tmp_path / "003_c.sql").write_text("CREATE TABLE public.c (id int);")
+    assert await migrate(fresh_database_url, tmp_path) == ["001_a", "003_c"]
+    (tmp_path / "002_b.sql").write_text("CREATE TABLE public.b (id int);")
+    assert await migrate(fresh_database_url, tmp_path) == ["002_b"]
+    assert await migrate(fresh_database_url, tmp_path) == []
 
 
 async def test_a_failing_migration_leaves_nothing_behind(
