@@ -87,6 +87,17 @@ class Settings(BaseSettings):
         7 * 24 * 3600.0, ge=0, validation_alias=_env("OUTBOX_RETENTION_SECONDS")
     )
     retention_batch: int = Field(1000, ge=1, validation_alias=_env("OUTBOX_RETENTION_BATCH"))
+    # `outbox-relay scan`: its own health/metrics port, how often a waiting scheduler re-reads
+    # library.settings, and a debug knob (README, "The inbound scan"): hold a run at a named
+    # point (`locked`, `journal_written`, `linked:N`, `moved:N`, `before_commit`, `committed`)
+    # until the release file exists, to inspect or kill it there.
+    scan_http_host: str = Field("0.0.0.0", validation_alias=_env("OUTBOX_SCAN_HTTP_HOST"))
+    scan_http_port: int = Field(
+        9109, ge=0, le=65535, validation_alias=_env("OUTBOX_SCAN_HTTP_PORT")
+    )
+    scan_settings_poll: float = Field(5.0, gt=0, validation_alias=_env("OUTBOX_SCAN_SETTINGS_POLL"))
+    scan_debug_hold: str | None = Field(None, validation_alias=_env("OUTBOX_SCAN_DEBUG_HOLD"))
+    scan_debug_release: str | None = Field(None, validation_alias=_env("OUTBOX_SCAN_DEBUG_RELEASE"))
     log_level: str = Field("info", validation_alias=_env("OUTBOX_LOG_LEVEL"))
     log_format: str = Field("auto", validation_alias=_env("OUTBOX_LOG_FORMAT"))
 

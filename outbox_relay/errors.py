@@ -36,3 +36,21 @@ class IndexCheckError(OutboxRelayError):
 
 class EmbeddedServerError(OutboxRelayError):
     """A local server (PostgreSQL for the demo and tests) could not be started or stopped."""
+
+
+class TagReadError(OutboxRelayError):
+    """An inbound file could not be read as tagged audio; ``reason`` says why, in one word."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class ScanError(OutboxRelayError):
+    """A scan run cannot proceed (settings, libraries, folders); the message names what and why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail

@@ -177,3 +177,65 @@ class RelayMetrics:
             self.wakeups.labels(cause=cause)
         for status_class in ("2xx", "4xx", "5xx", "error"):
             self.event_api_request_duration.labels(status_class=status_class)
+
+
+# Outcomes of a scan run, of an album and of an inbound file (bounded label values).
+SCAN_RUN_RESULTS = ("success", "partial", "failed", "skipped")
+SCAN_ALBUM_RESULTS = ("staged", "failed", "would_stage", "recovered")
+SCAN_FILE_RESULTS = (
+    "staged",
+    "would_stage",
+    "waiting",
+    "not_audio",
+    "corrupt",
+    "unreadable",
+    "unsupported_format",
+    "missing_tags",
+    "album_failed",
+)
+_SCAN_DURATION_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+
+
+class ScanMetrics:
+    """Every metric the inbound scan (``outbox-relay scan``) exports, prefix ``outbox_relay_scan_``.
+
+    ``schedule_period_seconds`` and ``enabled`` are there for the overdue alert: no success for
+    two periods while enabled (prometheus/alerts.yml, OutboxRelayScanOverdue).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = REGISTRY if registry is None else registry
+        self.registry = reg
+        p = "outbox_relay_scan_"
+        self.runs = Counter(p + "runs_total", "Scan runs, by result.", ["result"], registry=reg)
+        self.albums = Counter(
+            p + "albums_total", "Albums handled by scan runs, by result.", ["result"], registry=reg
+        )
+        self.files = Counter(
+            p + "files_total", "Inbound files seen by scan runs, by outcome.", ["result"],
+            registry=reg,
+        )  # fmt: skip
+        self.duration = Histogram(
+            p + "duration_seconds",
+            "Duration of a scan run (skipped ticks excluded).",
+            buckets=_SCAN_DURATION_BUCKETS,
+            registry=reg,
+        )
+        self.last_success = Gauge(
+            p + "last_success_timestamp_seconds",
+            "Unix time a scan run (of any process) last succeeded; the process start if none has.",
+            registry=reg,
+        )
+        self.enabled = Gauge(p + "enabled", "1 while staging_scan.enabled is true.", registry=reg)
+        self.schedule_period = Gauge(
+            p + "schedule_period_seconds",
+            "Seconds between the schedule's next two runs (staging_scan.schedule).",
+            registry=reg,
+        )
+        self.running = Gauge(p + "running", "1 while this process runs a scan.", registry=reg)
+        for result in SCAN_RUN_RESULTS:
+            self.runs.labels(result=result)
+        for result in SCAN_ALBUM_RESULTS:
+            self.albums.labels(result=result)
+        for result in SCAN_FILE_RESULTS:
+            self.files.labels(result=result)

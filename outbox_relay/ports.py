@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from outbox_relay.domain.audio import AudioTags
 from outbox_relay.domain.events import TrackEvent
 from outbox_relay.errors import EventApiUnavailable
 
@@ -65,3 +66,13 @@ class IndexChecker(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class TagReader(Protocol):
+    """Reads one audio file's tags; called from worker threads, so it must be thread-safe.
+
+    Raises :class:`~outbox_relay.errors.TagReadError` (with a ``reason``) when the file is not
+    audio, is of an unsupported format, or cannot be read.
+    """
+
+    def read(self, path: str) -> AudioTags: ...

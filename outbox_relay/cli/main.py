@@ -19,7 +19,7 @@ import structlog
 
 from outbox_relay import __version__
 from outbox_relay.config import Settings, load_settings
-from outbox_relay.errors import OutboxRelayError
+from outbox_relay.errors import ConfigurationError, OutboxRelayError
 from outbox_relay.logs import configure_logging
 
 log = structlog.get_logger("outbox_relay.cli")
@@ -52,6 +52,18 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--reason", help="requeue dead letters whose last error contains this")
     which.add_argument("--all", action="store_true", help="requeue every dead letter")
 
+    scan = commands.add_parser(
+        "scan", help="run the scheduled inbound scan until SIGTERM (or one cycle with --once)"
+    )
+    scan.add_argument("--once", action="store_true", help="run one cycle now and exit")
+    scan.add_argument(
+        "--dry-run", action="store_true", help="with --once: report what would move, change nothing"
+    )
+    scan.add_argument("--json", action="store_true", help="with --once: the summary as JSON")
+    scan.add_argument(
+        "--http-port", type=int, dest="scan_http_port", help="metrics port (OUTBOX_SCAN_HTTP_PORT)"
+    )
+
     demo = commands.add_parser("demo", help="the whole system on this machine, for a first look")
     demo.add_argument("--serve", action="store_true", help="keep running after the walkthrough")
 
@@ -73,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides: dict[str, object] = {}
         if getattr(args, "http_port", None) is not None:
             overrides["http_port"] = args.http_port
+        if getattr(args, "scan_http_port", None) is not None:
+            overrides["scan_http_port"] = args.scan_http_port
         if getattr(args, "port", None) is not None and args.command == "api":
             overrides["api_port"] = args.port
         settings = load_settings(**overrides)
@@ -121,11 +135,41 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             )
         print(f"requeued {len(requeued)} dead letter(s)")
         return 0
+    if args.command == "scan":
+        return await _scan(args, settings)
     if args.command == "demo":
         from outbox_relay.cli.demo import run_demo
 
         return await run_demo(settings, serve=args.serve)
     raise AssertionError(args.command)
+
+
+async def _scan(args: argparse.Namespace, settings: Settings) -> int:
+    from outbox_relay.apps.scan import ScanService
+
+    if args.dry_run and not args.once:
+        raise ConfigurationError(
+            "--dry-run goes with --once; for scheduled dry runs set staging_scan.dry_run = "
+            "'true' in library.settings"
+        )
+    if args.once:
+        # stdout carries the summary table (or JSON); the run's log lines go to stderr.
+        configure_logging(
+            settings.log_level, settings.log_format, settings.secrets(), stream=sys.stderr
+        )
+    service = ScanService(settings)
+    if not args.once:
+        await service.run(handle_signals=True)
+        return 0
+    from outbox_relay.cli.scan import ProgressBar, render_summary
+
+    bar = ProgressBar()
+    try:
+        summary = await service.run_once(dry_run=args.dry_run, progress=bar)
+    finally:
+        bar.close()
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else render_summary(summary))
+    return 0 if summary.result in ("success", "partial") else 1
 
 
 if __name__ == "__main__":
