@@ -1,0 +1,204 @@
+"""Real SIGKILLs of ``outbox-relay scan --once`` at chosen points, and two scanners at once.
+
+The scan process is held at a named point with the documented debug knob
+``OUTBOX_SCAN_DEBUG_HOLD`` (it logs ``scan_debug_hold`` there and waits), then killed with
+SIGKILL. Whatever the point: no file is lost, and after the next cycle every album is staged
+with its rows, no staged folder lacks rows, no row lacks files, no journal row is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from outbox_relay.adapters.tags import MutagenTagReader
+from outbox_relay.scan.cycle import run_cycle
+from outbox_relay.scan.files import finish_move, move_file
+from outbox_relay.testing.audio import write_album
+
+from .conftest import ScanEnv
+
+
+def spawn_scan(
+    env: ScanEnv, log_path: Path, *args: str, **variables: str
+) -> subprocess.Popen[bytes]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "INNGEST_"))}
+    with log_path.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "outbox_relay", "scan", "--once", *args],
+            env={**inherited, "DATABASE_URL": env.dsn, "OUTBOX_LOG_FORMAT": "json", **variables},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+async def wait_for_line(proc: subprocess.Popen[bytes], log_path: Path, needle: str) -> None:
+    deadline = time.monotonic() + 30
+    while needle not in _text(log_path):
+        if proc.poll() is not None:
+            raise AssertionError(f"scan exited before {needle!r}:\n{_text(log_path)}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{needle!r} not logged in 30 s:\n{_text(log_path)}")
+        await asyncio.sleep(0.02)
+
+
+def contents(env: ScanEnv) -> collections.Counter[str]:
+    """The multiset of file contents under the libraries (a lost or doubled file shows)."""
+    return collections.Counter(env.files().values())
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["locked", "journal_written", "linked:2", "moved:2", "moved:4", "before_commit", "committed"],
+)
+async def test_a_scan_killed_at_any_point_loses_nothing_and_the_next_cycle_finishes(
+    scan_env: ScanEnv, tmp_path: Path, point: str
+) -> None:
+    write_album(scan_env.inbound / "one", artist="India", album="Kilo", year=2003, tracks=3,
+                album_number=1)  # fmt: skip
+    write_album(scan_env.inbound / "two", artist="Juliet", album="Lima", year=2004, tracks=3,
+                album_number=2)  # fmt: skip
+    before = contents(scan_env)
+    log_path = tmp_path / "scan.log"
+    proc = spawn_scan(scan_env, log_path, OUTBOX_SCAN_DEBUG_HOLD=point)
+    await wait_for_line(proc, log_path, '"scan_debug_hold"')
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+
+    # Not a file lost, whatever the instant (killed between link and unlink, one file has two
+    # names for a moment: the next cycle removes the spare).
+    assert before - contents(scan_env) == collections.Counter()
+
+    summary = await run_cycle(scan_env.dsn, MutagenTagReader())
+    assert summary.result == "success", summary
+    assert contents(scan_env) == before
+    assert scan_env.staged_consistency() == []
+    assert sorted(scan_env.sql("SELECT artist, track_count FROM library.staging_items")) == [
+        ("India", 3),
+        ("Juliet", 3),
+    ]
+    # One outbox row per album, whichever run wrote it; the inbound folder is empty of audio.
+    assert scan_env.sql("SELECT count(*) FROM outbox.messages WHERE kind = 'album'") == [(2,)]
+    assert not any(p.is_file() for p in scan_env.inbound.rglob("*"))
+    statuses = [s for (s,) in scan_env.sql("SELECT status FROM library.scan_runs ORDER BY id")]
+    # "locked" comes before the run's row is written; any later kill leaves it "running",
+    # which the next run marks "interrupted".
+    assert statuses == (["success"] if point == "locked" else ["interrupted", "success"])
+    if point in ("journal_written", "linked:2", "moved:2", "before_commit"):
+        assert summary.recovered == 1
+
+
+async def test_two_scanners_started_at_once_make_one_run(scan_env: ScanEnv, tmp_path: Path) -> None:
+    write_album(scan_env.inbound / "a", artist="Mike", album="November", year=2008, tracks=2)
+    release = tmp_path / "release"
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = spawn_scan(
+        scan_env,
+        first_log,
+        OUTBOX_SCAN_DEBUG_HOLD="locked",
+        OUTBOX_SCAN_DEBUG_RELEASE=str(release),
+    )
+    try:
+        await wait_for_line(first, first_log, '"scan_debug_hold"')
+        second = spawn_scan(scan_env, second_log)
+        assert second.wait(timeout=30) == 1
+        output = second_log.read_text()
+        assert '"scan_skipped"' in output and "run_in_progress" in output
+        assert "skipped: run_in_progress" in output
+        release.touch()
+        assert first.wait(timeout=30) == 0, first_log.read_text()
+    finally:
+        for proc in (first,):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert scan_env.sql("SELECT status, albums_success FROM library.scan_runs") == [("success", 1)]
+    assert scan_env.staged_consistency() == []
+
+
+# -- the move primitives, in every state a crash can leave ------------------------------------
+
+
+def test_a_move_never_overwrites(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(b"new")
+    dst.write_bytes(b"old")
+    with pytest.raises(FileExistsError):
+        move_file(str(src), str(dst))
+    assert (src.read_bytes(), dst.read_bytes()) == (b"new", b"old")
+
+
+def test_finish_move_completes_every_interrupted_state(tmp_path: Path) -> None:
+    def pair(name: str) -> tuple[Path, Path]:
+        folder = tmp_path / name
+        folder.mkdir()
+        return folder / "src.mp3", folder / "dst.mp3"
+
+    src, dst = pair("not-started")
+    src.write_bytes(b"a")
+    assert finish_move(str(src), str(dst)) == "moved"
+    assert (src.exists(), dst.read_bytes()) == (False, b"a")
+
+    src, dst = pair("linked")  # killed between link and unlink
+    src.write_bytes(b"b")
+    os.link(src, dst)
+    assert finish_move(str(src), str(dst)) == "done"
+    assert (src.exists(), dst.read_bytes()) == (False, b"b")
+
+    src, dst = pair("copied")  # cross-device: complete copy linked, source not yet removed
+    src.write_bytes(b"c")
+    dst.write_bytes(b"c")
+    assert finish_move(str(src), str(dst)) == "done"
+    assert (src.exists(), dst.read_bytes()) == (False, b"c")
+
+    src, dst = pair("part")  # cross-device: killed mid-copy
+    src.write_bytes(b"d")
+    (dst.parent / ".dst.mp3.part").write_bytes(b"")
+    assert finish_move(str(src), str(dst)) == "moved"
+    assert (dst.read_bytes(), (dst.parent / ".dst.mp3.part").exists()) == (b"d", False)
+
+    src, dst = pair("done")
+    dst.write_bytes(b"e")
+    assert finish_move(str(src), str(dst)) == "done"
+
+    src, dst = pair("conflict")  # a different file at the destination: both kept
+    src.write_bytes(b"f")
+    dst.write_bytes(b"something else")
+    assert finish_move(str(src), str(dst)) == "conflict"
+    assert (src.read_bytes(), dst.read_bytes()) == (b"f", b"something else")
+
+    src, dst = pair("missing")
+    assert finish_move(str(src), str(dst)) == "missing"
+
+
+def test_a_move_across_file_systems_copies_then_links(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the temporary folder")
+    folder = shm / f"scan-test-{os.getpid()}"
+    folder.mkdir()
+    try:
+        src, dst = tmp_path / "src.flac", folder / "dst.flac"
+        src.write_bytes(b"x" * 100_000)
+        move_file(str(src), str(dst))
+        assert (src.exists(), dst.stat().st_size, sorted(os.listdir(folder))) == (
+            False,
+            100_000,
+            ["dst.flac"],
+        )
+    finally:
+        for name in os.listdir(folder):
+            os.unlink(folder / name)
+        folder.rmdir()
