@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from outbox_relay.db.connection import NOTIFY_CHANNEL
 from outbox_relay.db.queries import QUERIES
 
 log = structlog.get_logger("outbox_relay.admin")
@@ -56,7 +57,7 @@ async def requeue_dead(
     requeued = [row["id"] for row in rows]
     if requeued:
         # The trigger only fires on INSERT: wake the relays so the rows go out now.
-        await conn.execute("SELECT pg_notify('outbox_relay', '')")
+        await conn.execute(QUERIES["wake_relays"], NOTIFY_CHANNEL)
     log.info(
         "dead_letters_requeued",
         count=len(requeued),

@@ -147,3 +147,14 @@ WITH doomed AS (
 DELETE FROM outbox.messages AS m
 USING doomed
 WHERE m.id = doomed.id;
+
+-- name: ping
+-- A round trip that proves a connection still answers (a half-open TCP connection never
+-- reports itself).
+SELECT 1;
+
+-- name: wake_relays
+-- Wakes every listening relay on channel $1 (outbox_relay.db.connection.NOTIFY_CHANNEL). The
+-- trigger of outbox.messages only fires on INSERT; an UPDATE that makes rows claimable again
+-- (requeueing dead letters) sends this.
+SELECT pg_notify($1::text, '');

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from outbox_relay import __version__
+from outbox_relay.db.connection import UNAVAILABLE_ERRORS
 from outbox_relay.errors import ConfigurationError
 from outbox_relay.write.asyncpg import enqueue_album, enqueue_track
 from outbox_relay.write.models import (
@@ -81,21 +82,6 @@ _SQL_MESSAGE: Final = re.compile(
 )
 # SQL argument names that the JSON body spells differently.
 _SQL_TO_JSON_FIELD: Final = {"artwork_url": "artworkUrl"}
-
-# Errors after which the database is, for this request, unavailable: the connection is gone or
-# refused, the server is shutting down, starting up, out of connections, or read-only (a
-# standby after a failover). A retry shortly after is the right answer for the client.
-# InternalClientError is how asyncpg sometimes reports a session killed mid-statement.
-_UNAVAILABLE: Final[tuple[type[BaseException], ...]] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.exceptions.ReadOnlySQLTransactionError,
-)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -213,7 +199,7 @@ async def _in_transaction(
         # A SQL function refused a value that slipped past the models (SQLSTATE class 22).
         # The transaction is rolled back: nothing was written.
         return _invalid(request, [_sql_field_error(exc)], source="database")
-    except _UNAVAILABLE as exc:
+    except UNAVAILABLE_ERRORS as exc:
         if isinstance(exc, ValueError):
             # asyncpg's client-side DataError (a Python value it cannot encode) is an
             # InterfaceError too, but a bug of ours, not an outage.

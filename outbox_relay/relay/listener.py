@@ -15,12 +15,11 @@ import structlog
 
 from outbox_relay.aio import wait_any, wait_event
 from outbox_relay.backoff import Backoff
+from outbox_relay.db.connection import CONNECTION_ERRORS, NOTIFY_CHANNEL
+from outbox_relay.db.queries import QUERIES
 from outbox_relay.metrics import RelayMetrics
-from outbox_relay.relay.store import CONNECTION_ERRORS
 
 log = structlog.get_logger(__name__)
-
-CHANNEL = "outbox_relay"
 
 
 class Listener:
@@ -70,11 +69,11 @@ class Listener:
         lost = asyncio.Event()
         conn.add_termination_listener(lambda _conn: lost.set())
         try:
-            await conn.add_listener(CHANNEL, self._on_notification)
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notification)
             self._backoff.reset()
             self.connected.set()
             self._metrics.listen_connected.set(1)
-            log.info("listen_connected", channel=CHANNEL)
+            log.info("listen_connected", channel=NOTIFY_CHANNEL)
             # Catch up on whatever was committed while we were not listening.
             self.reconnected = True
             self.connections += 1
@@ -83,7 +82,7 @@ class Listener:
                 await wait_any(stop, lost, timeout=self._health_interval)
                 if not stop.is_set() and not lost.is_set():
                     # A half-open TCP connection never reports itself: ask.
-                    await conn.fetchval("SELECT 1", timeout=self._health_interval)
+                    await conn.fetchval(QUERIES["ping"], timeout=self._health_interval)
             if lost.is_set():
                 raise ConnectionResetError("the LISTEN connection was closed by the server")
         finally:

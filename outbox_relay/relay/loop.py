@@ -26,6 +26,7 @@ import structlog
 
 from outbox_relay.aio import wait_event
 from outbox_relay.backoff import Backoff
+from outbox_relay.db.connection import CONNECTION_ERRORS
 from outbox_relay.domain.events import TrackEvent, encode_event
 from outbox_relay.domain.isrc import normalise_isrc, point_id
 from outbox_relay.errors import EventApiUnavailable, IndexCheckError
@@ -33,7 +34,7 @@ from outbox_relay.metrics import RelayMetrics
 from outbox_relay.ports import IndexChecker, Publisher, PublishResult
 from outbox_relay.relay.listener import Listener
 from outbox_relay.relay.maintenance import Maintenance
-from outbox_relay.relay.store import CONNECTION_ERRORS, OutboxStore, Outcomes
+from outbox_relay.relay.store import OutboxStore, Outcomes
 
 log = structlog.get_logger("outbox_relay.relay")
 

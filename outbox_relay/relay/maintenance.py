@@ -13,9 +13,10 @@ import structlog
 
 from outbox_relay.aio import wait_event
 from outbox_relay.backoff import Backoff
+from outbox_relay.db.connection import CONNECTION_ERRORS
 from outbox_relay.db.queries import QUERIES
 from outbox_relay.metrics import RelayMetrics
-from outbox_relay.relay.store import CONNECTION_ERRORS, Session
+from outbox_relay.relay.store import Session
 
 log = structlog.get_logger("outbox_relay.maintenance")
 

@@ -15,25 +15,10 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
+from outbox_relay.db.connection import CONNECTION_ERRORS
 from outbox_relay.db.queries import QUERIES
 
 log = structlog.get_logger(__name__)
-
-# Errors after which the connection is gone or unusable; the loop reconnects with backoff.
-# InternalClientError is asyncpg's protocol losing track of its state, which a backend killed
-# in the middle of a statement (a server shutdown) can cause: the connection is beyond use, and
-# a relay that let it through would exit instead of reconnecting.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-    TimeoutError,
-)
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ import uuid
 import asyncpg
 import pytest
 
+from outbox_relay.db.connection import NOTIFY_CHANNEL
 from outbox_relay.db.queries import QUERIES
 
 
@@ -16,14 +17,25 @@ async def _listen(dsn: str) -> tuple[asyncpg.Connection, list[str]]:
     conn = await asyncpg.connect(dsn)
     received: list[str] = []
     # a listener is called with (connection, pid, channel, payload)
-    await conn.add_listener("outbox_relay", lambda *args: received.append(args[3]))
+    await conn.add_listener(NOTIFY_CHANNEL, lambda *args: received.append(args[3]))
     return conn, received
 
 
-async def _settle(conn: asyncpg.Connection) -> None:
-    # A round trip on the listening connection delivers any notification already sent to it.
-    await conn.fetchval("SELECT 1")
-    await asyncio.sleep(0)
+async def _received(
+    writer: asyncpg.Connection, listener: asyncpg.Connection, received: list[str]
+) -> list[str]:
+    """Every payload the listener got until now: a marker sent after them all closes the list.
+
+    Notifications reach a listener in commit order, so once the marker has arrived, every
+    notification committed before it has too. No sleeping, no guessing.
+    """
+    await writer.execute("SELECT pg_notify($1, 'marker')", NOTIFY_CHANNEL)
+    async with asyncio.timeout(5):
+        while "marker" not in received:
+            # A round trip on the listening connection delivers what was already sent to it.
+            await listener.fetchval("SELECT 1")
+            await asyncio.sleep(0)
+    return received
 
 
 async def test_a_1000_row_insert_sends_one_notification(database_url: str) -> None:
@@ -34,11 +46,7 @@ async def test_a_1000_row_insert_sends_one_notification(database_url: str) -> No
             "SELECT outbox.enqueue_track('USRC1' || lpad(i::text, 7, '0'), 't', 'a', 'b') "
             "FROM generate_series(1, 1000) AS i"
         )
-        await writer.execute("SELECT pg_notify('outbox_relay', 'marker')")
-        async with asyncio.timeout(5):
-            while "marker" not in received:
-                await _settle(listener)
-        assert received == ["", "marker"]
+        assert await _received(writer, listener, received) == ["", "marker"]
     finally:
         await writer.close()
         await listener.close()
@@ -65,11 +73,7 @@ async def test_the_outbox_row_can_ride_in_the_applications_own_insert(database_u
             await writer.fetchval(insert, "USRC17607840", " ", "Artist", "Album")
         assert await writer.fetchval("SELECT count(*) FROM outbox.messages") == 1
         assert await writer.fetchval("SELECT count(*) FROM library.tracks") == 1
-        await writer.execute("SELECT pg_notify('outbox_relay', 'marker')")
-        async with asyncio.timeout(5):
-            while "marker" not in received:
-                await _settle(listener)
-        assert received == ["", "marker"]
+        assert await _received(writer, listener, received) == ["", "marker"]
     finally:
         await writer.close()
         await listener.close()
@@ -87,11 +91,7 @@ async def test_claims_and_fan_outs_send_no_notification(database_url: str) -> No
         assert len(claimed) == 2  # the album and its fanned-out track
         empty = await writer.fetch(QUERIES["claim"], 10, uuid.uuid4(), "r", 30.0)
         assert empty == []
-        await writer.execute("SELECT pg_notify('outbox_relay', 'marker')")
-        async with asyncio.timeout(5):
-            while "marker" not in received:
-                await _settle(listener)
-        assert received == ["marker"]
+        assert await _received(writer, listener, received) == ["marker"]
     finally:
         await writer.close()
         await listener.close()

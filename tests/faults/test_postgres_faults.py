@@ -17,7 +17,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from outbox_relay.relay.store import CONNECTION_ERRORS, OutboxStore, Outcomes
+from outbox_relay.db.connection import CONNECTION_ERRORS
+from outbox_relay.relay.store import OutboxStore, Outcomes
 from outbox_relay.testing.inngest import EventApiStandIn, Latency
 from outbox_relay.testing.postgres import LocalPostgres
 

@@ -18,6 +18,7 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import set_json_dumps
 
+from outbox_relay.db.connection import NOTIFY_CHANNEL
 from outbox_relay.write import asyncpg as pg_async
 from outbox_relay.write import psycopg as pg_psycopg
 
@@ -510,7 +511,7 @@ async def test_a_thousand_rows_in_one_transaction_send_one_notification(
     listener = await asyncpg.connect(database_url)
     writer = await asyncpg.connect(database_url)
     try:
-        await listener.add_listener("outbox_relay", on_notification)
+        await listener.add_listener(NOTIFY_CHANNEL, on_notification)
         async with writer.transaction():
             if how == "one_statement":
                 assert await writer.fetchval(BULK_ENQUEUE) == 1000
@@ -519,7 +520,7 @@ async def test_a_thousand_rows_in_one_transaction_send_one_notification(
                     await pg_async.enqueue_track(writer, **{**TRACK, "title": f"T{i}"})
         # Notifications reach a listener in commit order: once this later one has arrived,
         # every notification of the transaction above has too. No sleeping, no guessing.
-        await writer.execute("SELECT pg_notify('outbox_relay', 'marker')")
+        await writer.execute("SELECT pg_notify($1, 'marker')", NOTIFY_CHANNEL)
         async with asyncio.timeout(10):
             await marker_seen.wait()
     finally:
