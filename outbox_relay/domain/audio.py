@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from outbox_relay.domain.limits import ISRC_MAX_LENGTH, TEXT_MAX_LENGTH
+
 # Words that mark an edition rather than a different album, inside () or [].
 _EDITION: Final = re.compile(
     r"[\(\[][^\)\]]*\b(?:remaster(?:ed)?|deluxe|expanded|anniversary|edition|bonus tracks?)\b"
@@ -35,7 +37,7 @@ _RESERVED: Final = frozenset(
     | {f"lpt{i}" for i in range(1, 10)}
 )
 MAX_NAME_BYTES: Final = 180  # below every common file system's 255, leaving room for suffixes
-MAX_TEXT: Final = 1000  # outbox.enqueue_album's limit on titles and artists
+MAX_TEXT: Final = TEXT_MAX_LENGTH  # outbox.enqueue_album's limit on titles and artists
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +149,9 @@ def clip(text: str, limit: int = MAX_TEXT) -> str:
 def isrc_as_tagged(value: str | None) -> str | None:
     """The ISRC to enqueue: trimmed, hyphens of the display form (``US-RC1-76-07839``) removed.
 
-    Anything else stays as written (cut to 64 characters, the outbox's limit), so an invalid
-    one reaches the outbox and ends as ``invalid_isrc`` there, visible in SQL, as DESIGN.md's
-    ISRC rules say.
+    Anything else stays as written (cut to ``ISRC_MAX_LENGTH``, the outbox's limit), so an
+    invalid one reaches the outbox and ends as ``invalid_isrc`` there, visible in SQL, as
+    DESIGN.md's ISRC rules say.
     """
     text = clean_text(value)
     if text is None:
@@ -157,4 +159,4 @@ def isrc_as_tagged(value: str | None) -> str | None:
     compact = text.replace("-", "")
     if len(compact) == 12 and compact.isalnum():
         text = compact
-    return text[:64]
+    return text[:ISRC_MAX_LENGTH]

@@ -1,7 +1,7 @@
 """Input and output models of the library write API, with the same limits as the SQL functions.
 
-``outbox.enqueue_track`` / ``outbox.enqueue_album`` (``migrations/001_outbox.sql``) are the last
-line of defence for every writer; these models are the first one for the HTTP API, so a client
+``outbox.enqueue_track`` / ``outbox.enqueue_album`` (migrations 001 and 005) are the last line
+of defence for every writer; these models are the first one for the HTTP API, so a client
 gets every problem of a request at once, each named by its JSON path (``tracks[3].title``), and
 the API never has to turn a database error into a field name.
 
@@ -20,13 +20,15 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
-# The limits of outbox.check_text / enqueue_* in migrations/001_outbox.sql.
-TEXT_MAX_LENGTH: Final = 1000
-ISRC_MAX_LENGTH: Final = 64
-URL_MAX_LENGTH: Final = 2048
-PRIORITY_MIN: Final = -600
-PRIORITY_MAX: Final = 600
-ALBUM_MAX_TRACKS: Final = 10_000
+# The SQL functions' limits; tests/db/test_limits.py proves that both sides agree on every edge.
+from outbox_relay.domain.limits import (
+    ALBUM_MAX_TRACKS,
+    ISRC_MAX_LENGTH,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    TEXT_MAX_LENGTH,
+    URL_MAX_LENGTH,
+)
 
 # PostgreSQL text cannot hold NUL; refusing it here names the field instead of surfacing the
 # driver's "invalid byte sequence" error. The character classes are spelled out (no ``\s``)
