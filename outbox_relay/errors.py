@@ -54,3 +54,24 @@ class ScanError(OutboxRelayError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class EmbeddingError(OutboxRelayError):
+    """The embedder could not embed a document (down, timed out, or answered the wrong shape).
+
+    The ingestion step that met it fails, and Inngest retries it with backoff.
+    """
+
+
+class PointWriteError(OutboxRelayError):
+    """Qdrant did not take a point (down, timed out, or a collection of another schema).
+
+    The ingestion step that met it fails, and Inngest retries it with backoff.
+    """
+
+
+class MalformedEventError(OutboxRelayError):
+    """An event's data breaks its schema; the message names every field and its rule.
+
+    Retrying cannot help: the worker fails the run without retry (``NonRetriableError``).
+    """

@@ -1,4 +1,4 @@
-"""What the relay needs from the outside world, as protocols.
+"""What the loops (the relay, the ingestion worker) need from the outside world, as protocols.
 
 The loops depend on these, not on aiohttp or qdrant-client, so they read as the algorithms they
 are. Each has one real adapter in :mod:`outbox_relay.adapters` and an in-memory fake in
@@ -13,6 +13,7 @@ from typing import Protocol
 
 from outbox_relay.domain.audio import AudioTags
 from outbox_relay.domain.events import TrackEvent
+from outbox_relay.domain.ingestion import TrackPoint
 from outbox_relay.errors import EventApiUnavailable
 
 
@@ -76,3 +77,37 @@ class TagReader(Protocol):
     """
 
     def read(self, path: str) -> AudioTags: ...
+
+
+class Embedder(Protocol):
+    """Turns documents into vectors of :attr:`dimensions` floats (the ingestion worker's port)."""
+
+    @property
+    def dimensions(self) -> int: ...
+
+    @property
+    def name(self) -> str:
+        """What kind of embedder this is, for the run's result and the logs (``tei``, ...)."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, in order.
+
+        Raises :class:`~outbox_relay.errors.EmbeddingError` when it cannot (the step is retried).
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+class PointWriter(Protocol):
+    """Writes tracks' points into the index the relay checks (the ingestion worker's port)."""
+
+    async def upsert(self, point: TrackPoint) -> None:
+        """Stores the point, creating the collection if it is missing; returns once durable.
+
+        Raises :class:`~outbox_relay.errors.PointWriteError` when it cannot (the step is retried).
+        """
+        ...
+
+    async def close(self) -> None: ...
