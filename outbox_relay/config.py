@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     )
     inngest_event_key: SecretStr | None = Field(None, validation_alias=_env("INNGEST_EVENT_KEY"))
     inngest_dev: str | None = Field(None, validation_alias=_env("INNGEST_DEV"))
+    # The worker's SDK: where it syncs its functions (PUT -> POST {base}/fn/register) and how it
+    # verifies the executor's requests. Unset base URL: the Event API's origin (one server, as
+    # the dev server and the stand-in are).
+    inngest_api_base_url: str | None = Field(None, validation_alias=_env("INNGEST_API_BASE_URL"))
+    inngest_signing_key: SecretStr | None = Field(
+        None, validation_alias=_env("INNGEST_SIGNING_KEY")
+    )
 
     qdrant_url: str | None = Field(None, validation_alias=_env("QDRANT_URL"))
     qdrant_api_key: SecretStr | None = Field(None, validation_alias=_env("QDRANT_API_KEY"))
@@ -98,6 +105,31 @@ class Settings(BaseSettings):
     scan_settings_poll: float = Field(5.0, gt=0, validation_alias=_env("OUTBOX_SCAN_SETTINGS_POLL"))
     scan_debug_hold: str | None = Field(None, validation_alias=_env("OUTBOX_SCAN_DEBUG_HOLD"))
     scan_debug_release: str | None = Field(None, validation_alias=_env("OUTBOX_SCAN_DEBUG_RELEASE"))
+
+    # -- the ingestion worker (`outbox-relay worker`) -----------------------------------------
+    worker_host: str = Field("0.0.0.0", validation_alias=_env("OUTBOX_WORKER_HOST"))
+    worker_port: int = Field(8090, ge=0, le=65535, validation_alias=_env("OUTBOX_WORKER_PORT"))
+    worker_retries: int = Field(5, ge=0, le=20, validation_alias=_env("OUTBOX_WORKER_RETRIES"))
+    worker_concurrency: int = Field(10, ge=1, validation_alias=_env("OUTBOX_WORKER_CONCURRENCY"))
+    # 0 registers no throttle
+    worker_throttle_limit: int = Field(
+        10, ge=0, validation_alias=_env("OUTBOX_WORKER_THROTTLE_LIMIT")
+    )
+    worker_throttle_period: int = Field(
+        60, ge=1, validation_alias=_env("OUTBOX_WORKER_THROTTLE_PERIOD")
+    )
+    worker_shutdown_timeout: float = Field(
+        30.0, gt=0, validation_alias=_env("OUTBOX_WORKER_SHUTDOWN_TIMEOUT")
+    )
+    qdrant_write_timeout: float = Field(
+        10.0, gt=0, validation_alias=_env("OUTBOX_QDRANT_WRITE_TIMEOUT")
+    )
+    embedding_url: str | None = Field(None, validation_alias=_env("EMBEDDING_URL"))
+    embedding_dimensions: int = Field(
+        1024, ge=2, le=65536, validation_alias=_env("EMBEDDING_DIMENSIONS")
+    )
+    embedding_timeout: float = Field(30.0, gt=0, validation_alias=_env("OUTBOX_EMBEDDING_TIMEOUT"))
+
     log_level: str = Field("info", validation_alias=_env("OUTBOX_LOG_LEVEL"))
     log_format: str = Field("auto", validation_alias=_env("OUTBOX_LOG_FORMAT"))
 
@@ -164,11 +196,33 @@ class Settings(BaseSettings):
             "or set INNGEST_DEV=1 to use a local dev server"
         )
 
+    def api_origin(self) -> str:
+        """Where the worker's SDK syncs: INNGEST_API_BASE_URL, else the Event API's origin."""
+        if self.inngest_api_base_url:
+            return self.inngest_api_base_url.rstrip("/")
+        return self.event_api_origin()
+
+    def signing_key(self) -> str | None:
+        """INNGEST_SIGNING_KEY; required outside dev mode (the worker refuses to start)."""
+        if self.inngest_signing_key is not None and self.inngest_signing_key.get_secret_value():
+            return self.inngest_signing_key.get_secret_value()
+        if self.dev_mode:
+            return None
+        raise ConfigurationError(
+            "INNGEST_SIGNING_KEY is not set: the worker verifies that requests come from "
+            "Inngest with it; set it, or INNGEST_DEV=1 for a local dev server or the stand-in"
+        )
+
     def secrets(self) -> list[str]:
         """Every secret value configured, for the log redaction safety net."""
         values = [
             secret.get_secret_value()
-            for secret in (self.inngest_event_key, self.admin_token, self.qdrant_api_key)
+            for secret in (
+                self.inngest_event_key,
+                self.inngest_signing_key,
+                self.admin_token,
+                self.qdrant_api_key,
+            )
             if secret is not None and secret.get_secret_value()
         ]
         if self.database_url is not None:

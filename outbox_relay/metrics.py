@@ -239,3 +239,82 @@ class ScanMetrics:
             self.albums.labels(result=result)
         for result in SCAN_FILE_RESULTS:
             self.files.labels(result=result)
+
+
+_STEP_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
+# The worker's functions and steps (label values are bounded: these and nothing else).
+WORKER_FUNCTIONS = ("track-ingestion", "track-ingestion-batch-reprocess")
+
+
+class WorkerMetrics:
+    """Every metric the ingestion worker exports (prefix ``outbox_relay_worker_``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        reg = REGISTRY if registry is None else registry
+        self.registry = reg
+        p = "outbox_relay_worker_"
+        self.runs_started = Counter(
+            p + "runs_started_total",
+            "Runs whose first step executed (once per run, whatever its retries).",
+            ["function"],
+            registry=reg,
+        )
+        self.runs_completed = Counter(
+            p + "runs_completed_total",
+            "Runs that returned their result.",
+            ["function"],
+            registry=reg,
+        )
+        self.runs_failed = Counter(
+            p + "runs_failed_total",
+            "Runs that failed for good, by reason (retries_exhausted, malformed_event).",
+            ["function", "reason"],
+            registry=reg,
+        )
+        self.step_duration = Histogram(
+            p + "step_duration_seconds",
+            "Duration of each executed step (memoised replays are not counted), by outcome.",
+            ["function", "step", "outcome"],
+            buckets=_STEP_BUCKETS,
+            registry=reg,
+        )
+        self.step_errors = Counter(
+            p + "step_errors_total",
+            "Step executions that raised (Inngest retries them), by step.",
+            ["function", "step"],
+            registry=reg,
+        )
+        self.ingestion_duration = Histogram(
+            p + "ingestion_duration_seconds",
+            "From a run's first step to its point recorded as indexed.",
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self.reprocess_unknown = Counter(
+            p + "reprocess_unknown_isrcs_total",
+            "ISRCs a batch re-process named that the library does not know (or are invalid).",
+            registry=reg,
+        )
+        self.info = Info(p + "build", "Version of the worker.", registry=reg)
+        self.info.info({"version": __version__})
+        for function in WORKER_FUNCTIONS:
+            self.runs_started.labels(function=function)
+            self.runs_completed.labels(function=function)
+            for reason in ("retries_exhausted", "malformed_event"):
+                self.runs_failed.labels(function=function, reason=reason)

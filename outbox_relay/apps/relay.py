@@ -19,6 +19,7 @@ from outbox_relay.config import Settings
 from outbox_relay.http.admin import add_admin_routes
 from outbox_relay.http.server import create_app, start_site
 from outbox_relay.metrics import RelayMetrics
+from outbox_relay.ports import IndexChecker
 from outbox_relay.relay.loop import Relay, RelayConfig, request_timeout
 from outbox_relay.relay.maintenance import Maintenance
 from outbox_relay.relay.store import OutboxStore
@@ -29,7 +30,15 @@ log = structlog.get_logger("outbox_relay.relay")
 class RelayService:
     """A relay and its HTTP surface, from :class:`Settings`."""
 
-    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        checker: IndexChecker | None = None,
+    ) -> None:
+        """``checker`` replaces the Qdrant client the relay would open for itself (the worker's
+        ``--with-relay`` mode shares one embedded client); the relay closes it when it stops."""
         dsn = settings.require_database_url()
         self.settings = settings
         self.metrics = RelayMetrics(registry, replica_id=settings.replica_id)
@@ -49,7 +58,7 @@ class RelayService:
             max_request_bytes=settings.max_request_bytes,
             budget=settings.request_budget(),
         )
-        self.checker = QdrantIndexChecker.connect(
+        self.checker: IndexChecker = checker or QdrantIndexChecker.connect(
             url=settings.qdrant_url,
             path=settings.qdrant_path,
             collection=settings.qdrant_collection,

@@ -42,6 +42,17 @@ def _parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="run the library write API")
     api.add_argument("--port", type=int, help="listen port (OUTBOX_API_PORT)")
 
+    worker = commands.add_parser(
+        "worker", help="serve the Inngest ingestion functions until SIGTERM/SIGINT"
+    )
+    worker.add_argument("--worker-port", type=int, help="listen port (OUTBOX_WORKER_PORT)")
+    worker.add_argument(
+        "--with-relay",
+        action="store_true",
+        help="also run the relay in this process, sharing one Qdrant client (embedded Qdrant "
+        "locks its folder to one process; see the README)",
+    )
+
     status = commands.add_parser("status", help="print the outbox state")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--dead", type=int, default=10, help="recent dead letters to show")
@@ -89,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["scan_http_port"] = args.scan_http_port
         if getattr(args, "port", None) is not None and args.command == "api":
             overrides["api_port"] = args.port
+        if getattr(args, "worker_port", None) is not None:
+            overrides["worker_port"] = args.worker_port
         settings = load_settings(**overrides)
         configure_logging(settings.log_level, settings.log_format, settings.secrets())
         return asyncio.run(_run(args, settings))
@@ -117,6 +130,11 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         from outbox_relay.apps.api import serve
 
         await serve(settings.require_database_url(), settings.api_host, settings.api_port)
+        return 0
+    if args.command == "worker":
+        from outbox_relay.apps.worker import WorkerService
+
+        await WorkerService(settings, with_relay=args.with_relay).run(handle_signals=True)
         return 0
     if args.command == "status":
         from outbox_relay.cli.status import render_status
