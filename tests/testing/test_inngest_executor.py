@@ -525,6 +525,11 @@ async def test_runs_are_readable_over_the_control_surface(standin: EventApiStand
     assert state["executor"]["runs"] == {"completed": 1}
 
 
+WORKER_IDEMPOTENCY = (
+    "has(event.data.force) && event.data.force == true ? event.id : event.data.isrc"
+)
+
+
 @pytest.mark.parametrize(
     ("source", "event", "value"),
     [
@@ -539,6 +544,12 @@ async def test_runs_are_readable_over_the_control_surface(standin: EventApiStand
             "i",
         ),
         ("event.data.function_id == 'app-fn'", {"data": {"function_id": "app-fn"}}, True),
+        # the ingestion worker's idempotency key and priority, as it registers them
+        (WORKER_IDEMPOTENCY, {"id": "i", "data": {"isrc": "X"}}, "X"),
+        (WORKER_IDEMPOTENCY, {"id": "i", "data": {"isrc": "X", "force": False}}, "X"),
+        (WORKER_IDEMPOTENCY, {"id": "i", "data": {"isrc": "X", "force": True}}, "i"),
+        ("has(event.data.priority) ? event.data.priority : 0", {"data": {}}, 0),
+        ("has(event.data.priority) ? event.data.priority : 0", {"data": {"priority": -5}}, -5),
         ("!(event.data.n >= 2) || event.data.n < -1", {"data": {"n": 3}}, False),
     ],
 )
