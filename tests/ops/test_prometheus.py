@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -27,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psycopg
 import pytest
 import pytest_asyncio
 
+from outbox_relay.testing.audio import write_album
 from outbox_relay.testing.inngest import EventApiStandIn, Reject, Status5xx
 from outbox_relay.testing.postgres import free_port
 
@@ -48,6 +52,7 @@ PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 INSTALL_HINT = "apt-get update && apt-get install -y --no-install-recommends prometheus"
 
 JOB = "outbox-relay"  # what prometheus/alerts.yml selects
+SCAN_JOB = "outbox-relay-scan"  # ... for the inbound scan
 REPLICA = "ops-relay"
 REJECTED_ISRCS = ("USREJ0000001", "USREJ0000002")  # one a wave
 INDEXED_ISRCS = ("USIDX0000001", "USIDX0000002")
@@ -188,13 +193,54 @@ class Prometheus:
         await self.until(check, expr, timeout)
 
 
-def _prometheus_config(relay_port: int) -> str:
+def _start_scan(dsn: str, tmp: Path, port: int) -> subprocess.Popen[bytes]:
+    """``outbox-relay scan`` as a process: enabled, every second, dry run (no outbox rows, so the
+    relay's workload stays the test's), over one real album, so its metrics carry data."""
+    inbound, staging = tmp / "scan-inbound", tmp / "scan-staging"
+    write_album(inbound / "album", artist="Scan", album="Metrics", year=2020, tracks=4)
+    staging.mkdir()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO library.libraries (name, type, path) VALUES "
+            "('Inbound', 'inbound', %s), ('Staging', 'staging', %s)",
+            (str(inbound), str(staging)),
+        )
+        for key, value in {
+            "enabled": "true",
+            "dry_run": "true",
+            "schedule": "* * * * * *",  # the 6-field form: every second
+            "settle_seconds": "0",
+            "scan_db_data_path": str(tmp / "scan-db"),
+        }.items():
+            conn.execute(
+                "UPDATE library.settings SET value = %s WHERE key = %s",
+                (value, f"staging_scan.{key}"),
+            )
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "INNGEST_"))}
+    with (tmp / "scan.log").open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "outbox_relay", "scan"],
+            env={
+                **inherited,
+                "DATABASE_URL": dsn,
+                "OUTBOX_SCAN_HTTP_HOST": "127.0.0.1",
+                "OUTBOX_SCAN_HTTP_PORT": str(port),
+                "OUTBOX_SCAN_SETTINGS_POLL": "0.5",
+                "OUTBOX_LOG_FORMAT": "json",
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _prometheus_config(relay_port: int, scan_port: int) -> str:
     # JSON is YAML: no YAML library needed to write the config.
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
         "rule_files": [str(ALERTS)],
         "scrape_configs": [
-            {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{relay_port}"]}]}
+            {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{relay_port}"]}]},
+            {"job_name": SCAN_JOB, "static_configs": [{"targets": [f"127.0.0.1:{scan_port}"]}]},
         ],
     }
     return json.dumps(config, indent=2)
@@ -231,6 +277,7 @@ async def prometheus(
     dbname = f"outbox_test_ops_{free_port()}"
     dsn = pg_server.create_database(dbname, template=template_database.name)
     proc: subprocess.Popen[bytes] | None = None
+    scan: subprocess.Popen[bytes] | None = None
     try:
         async with EventApiStandIn() as standin, aiohttp.ClientSession() as http:
             harness = Harness(dsn, standin, tmp)
@@ -244,10 +291,12 @@ async def prometheus(
                     OUTBOX_RETRY_CAP="0.2",
                 )
                 await harness.wait_ready(relay)
+                scan_port = free_port()
+                scan = _start_scan(dsn, tmp, scan_port)
 
                 port = free_port()
                 config = tmp / "prometheus.yml"
-                config.write_text(_prometheus_config(relay.http_port))
+                config.write_text(_prometheus_config(relay.http_port, scan_port))
                 log_path = tmp / "prometheus.log"
                 proc = _start_prometheus(config, tmp / "tsdb", port, log_path)
                 prom = Prometheus(f"http://127.0.0.1:{port}", http, f"127.0.0.1:{relay.http_port}")
@@ -263,6 +312,14 @@ async def prometheus(
 
                 await prom.until(ready, "/-/ready")
                 await prom.until_value(f'up{{job="{JOB}"}} == 1')
+                # The scan: runs every second, so its counters and histogram move by themselves.
+                for expr in (
+                    f'up{{job="{SCAN_JOB}"}} == 1',
+                    'outbox_relay_scan_runs_total{result="success"} >= 2',
+                    "min(count_over_time(outbox_relay_scan_runs_total[1m])) >= 2",
+                    "outbox_relay_scan_enabled == 1",
+                ):
+                    await prom.until_value(expr, timeout=30)
 
                 # The workload, twice: an outage (one 503), publishes, three kinds of skip, and
                 # one event Inngest rejects, which becomes a dead letter. A labelled series only
@@ -307,6 +364,13 @@ async def prometheus(
                     except subprocess.TimeoutExpired:
                         proc.kill()
                         proc.wait()
+                if scan is not None and scan.poll() is None:
+                    scan.send_signal(signal.SIGTERM)
+                    try:
+                        scan.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        scan.kill()
+                        scan.wait()
                 for process in harness.processes:
                     if process.proc.poll() is None:
                         process.proc.send_signal(signal.SIGTERM)
