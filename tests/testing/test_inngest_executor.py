@@ -313,6 +313,13 @@ async def test_idempotency_key_and_event_id_each_allow_one_run(standin: EventApi
         )
         await standin.executor.wait_for_status(fid("ingest"), "completed", 2)
         await standin.executor.wait_for_status(fid("by-id"), "completed", 1)
+    [first] = standin.executor.runs_for_event("a-1")
+    assert first.function_id == fid("ingest") and standin.executor.runs_for_event("a-2") == []
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{standin.base_url}/_standin/runs", params={"event_id": "a-3"}) as resp,
+    ):
+        assert [r["output"] for r in (await resp.json())["runs"]] == ["GBAYE0601498"]
     assert sorted(r.output for r in standin.executor.runs_of(fid("ingest"))) == [
         "GBAYE0601498",
         "USRC17607839",

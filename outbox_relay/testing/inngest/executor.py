@@ -1227,6 +1227,10 @@ class Executor:
             if r.function_id == function_id and (status is None or r.status == status)
         ]
 
+    def runs_for_event(self, event_id: str) -> list[RunRecord]:
+        """Runs started by the event with this ``id`` (or, for an event without one, its ULID)."""
+        return [r for r in self._runs if r.event.get("id") == event_id]
+
     def summary(self) -> dict[str, Any]:
         statuses = Counter(r.status for r in self._runs)
         per_function: dict[str, Counter[str]] = {}
@@ -1290,12 +1294,16 @@ class Executor:
 
 
 def run_filter(
-    runs: Iterable[RunRecord], function_id: str | None, status: str | None
+    runs: Iterable[RunRecord],
+    function_id: str | None,
+    status: str | None,
+    event_id: str | None = None,
 ) -> list[RunRecord]:
-    """The runs of one function and/or status (None: any)."""
+    """The runs of one function, status and/or event id (None: any)."""
     return [
         r
         for r in runs
         if (function_id is None or r.function_id == function_id)
         and (status is None or r.status == status)
+        and (event_id is None or r.event.get("id") == event_id)
     ]

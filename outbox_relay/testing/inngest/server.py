@@ -1094,7 +1094,10 @@ class EventApiStandIn:
         )
 
     def _runs_json(self, request: web.Request, runs: Sequence[RunRecord]) -> dict[str, Any]:
-        chosen = run_filter(runs, request.query.get("function_id"), request.query.get("status"))
+        query = request.query
+        chosen = run_filter(
+            runs, query.get("function_id"), query.get("status"), query.get("event_id")
+        )
         return {
             "runs": [run.to_json() for run in chosen],
             "skipped": [s.to_json() for s in self._executor.skipped],
@@ -1114,9 +1117,10 @@ class EventApiStandIn:
             return self._json({"error": "count and timeout must be numbers"}, 400)
         function_id = request.query.get("function_id")
         status = request.query.get("status")
+        event_id = request.query.get("event_id")
         try:
             runs = await self._executor.wait_for_runs(
-                lambda rs: len(run_filter(rs, function_id, status)) >= count,
+                lambda rs: len(run_filter(rs, function_id, status, event_id)) >= count,
                 timeout,
                 f"{count} runs (function {function_id or 'any'}, status {status or 'any'})",
             )
