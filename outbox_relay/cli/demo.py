@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from outbox_relay.config import Settings
 from outbox_relay.db.migrate import migrate
+from outbox_relay.db.queries import QUERIES
 from outbox_relay.domain.isrc import point_id
 from outbox_relay.http.server import start_site
 from outbox_relay.logs import configure_logging
@@ -208,10 +209,7 @@ async def _walkthrough(env: dict[str, Any]) -> None:
         standin = env["standin"]
         if standin is not None:
             _print_events(standin)
-        rows = await conn.fetch(
-            "SELECT id, coalesce(isrc, '-') AS isrc, title, skip_reason FROM outbox.messages "
-            "WHERE status = 'skipped' AND kind = 'track' ORDER BY id"
-        )
+        rows = await conn.fetch(QUERIES["demo_skipped_tracks"])
         say(
             "\n4. Skipped, with reasons (SELECT ... FROM outbox.messages WHERE status = 'skipped'):"
         )
@@ -219,7 +217,7 @@ async def _walkthrough(env: dict[str, Any]) -> None:
             say(f"   #{row['id']:<3} {row['isrc']:14} {row['title']!r:40} {row['skip_reason']}")
         say("\n5. SELECT * FROM outbox.summary;")
         say(f"   {'status':<12}{'count':>6}  oldest_age")
-        for row in await conn.fetch("SELECT status, count, oldest_age FROM outbox.summary"):
+        for row in await conn.fetch(QUERIES["demo_summary"]):
             age = "" if row["oldest_age"] is None else str(row["oldest_age"])
             say(f"   {row['status']:<12}{row['count']:>6}  {age}")
     finally:
@@ -239,9 +237,7 @@ def _print_events(standin: Any) -> None:
 async def _wait_until_drained(conn: asyncpg.Connection, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        pending = await conn.fetchval(
-            "SELECT count(*) FROM outbox.messages WHERE status = 'pending'"
-        )
+        pending = await conn.fetchval(QUERIES["demo_pending_count"])
         if pending == 0:
             return
         if time.monotonic() > deadline:

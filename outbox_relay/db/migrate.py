@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
+from outbox_relay.db.queries import QUERIES
 from outbox_relay.errors import MigrationError
 
 log = structlog.get_logger(__name__)
@@ -25,16 +26,6 @@ log = structlog.get_logger(__name__)
 # Arbitrary but fixed: every replica must take the same lock.
 _ADVISORY_LOCK_KEY = 0x6F7574626F78  # "outbox"
 _FILE_NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
-
-_BOOTSTRAP = """
-CREATE SCHEMA IF NOT EXISTS outbox;
-CREATE TABLE IF NOT EXISTS outbox.schema_migrations (
-    version    integer     PRIMARY KEY,
-    name       text        NOT NULL,
-    checksum   text        NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +84,10 @@ async def migrate(dsn: str, folder: Path | None = None) -> list[str]:
 
 async def migrate_connection(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
     """Like :func:`migrate` on an open connection (left open)."""
-    await conn.execute("SELECT pg_advisory_lock($1)", _ADVISORY_LOCK_KEY)
+    await conn.execute(QUERIES["migrations_lock"], _ADVISORY_LOCK_KEY)
     try:
-        await conn.execute(_BOOTSTRAP)
-        rows = await conn.fetch("SELECT version, name, checksum FROM outbox.schema_migrations")
+        await conn.execute(QUERIES["migrations_bootstrap"])
+        rows = await conn.fetch(QUERIES["migrations_applied"])
         applied = {row["version"]: row for row in rows}
         done: list[str] = []
         for migration in migrations:
@@ -120,8 +111,7 @@ async def migrate_connection(conn: asyncpg.Connection, migrations: list[Migratio
             async with conn.transaction():
                 await conn.execute(migration.sql)
                 await conn.execute(
-                    "INSERT INTO outbox.schema_migrations (version, name, checksum) "
-                    "VALUES ($1, $2, $3)",
+                    QUERIES["migration_record"],
                     migration.version,
                     migration.name,
                     migration.checksum,
@@ -137,4 +127,4 @@ async def migrate_connection(conn: asyncpg.Connection, migrations: list[Migratio
             )
         return done
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", _ADVISORY_LOCK_KEY)
+        await conn.execute(QUERIES["migrations_unlock"], _ADVISORY_LOCK_KEY)

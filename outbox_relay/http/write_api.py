@@ -36,6 +36,7 @@ from pydantic.json_schema import models_json_schema
 
 from outbox_relay import __version__
 from outbox_relay.db.connection import UNAVAILABLE_ERRORS
+from outbox_relay.db.queries import QUERIES
 from outbox_relay.errors import ConfigurationError
 from outbox_relay.write.asyncpg import enqueue_album, enqueue_track
 from outbox_relay.write.models import (
@@ -65,15 +66,6 @@ RETRY_AFTER: Final = {"Retry-After": "1"}
 # Field errors repeated in one log line at most; the response always carries all of them.
 _LOGGED_FIELDS: Final = 20
 
-INSERT_TRACK_SQL: Final = (
-    "INSERT INTO library.tracks (isrc, title, artist, album, artwork_url, outbox_id) "
-    "VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::bigint) RETURNING id"
-)
-INSERT_ALBUM_SQL: Final = (
-    "INSERT INTO library.albums (title, artist, artwork_url, tracks, outbox_id) "
-    "VALUES ($1::text, $2::text, $3::text, $4::text::jsonb, $5::bigint) RETURNING id"
-)
-READY_SQL: Final = "SELECT 1"
 
 # "enqueue_album: tracks[3].title must be a non-empty string" → field and rule.
 _SQL_MESSAGE: Final = re.compile(
@@ -237,7 +229,7 @@ async def _add_track(request: web.Request) -> web.Response:
             artwork_url=track.artwork_url,
         )
         track_id = await conn.fetchval(
-            INSERT_TRACK_SQL,
+            QUERIES["insert_library_track"],
             track.isrc,
             track.title,
             track.artist,
@@ -279,7 +271,7 @@ async def _add_album(request: web.Request) -> web.Response:
             artwork_url=album.artwork_url,
         )
         album_id = await conn.fetchval(
-            INSERT_ALBUM_SQL,
+            QUERIES["insert_library_album"],
             album.title,
             album.artist,
             album.artwork_url,
@@ -312,7 +304,7 @@ async def _readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             async with pool.acquire() as conn:
-                await conn.fetchval(READY_SQL)
+                await conn.fetchval(QUERIES["ping"])
     except Exception as exc:
         # Probes run every few seconds: debug, so an outage does not drown the log.
         log.debug("readiness_failed", error=f"{type(exc).__name__}: {exc}")

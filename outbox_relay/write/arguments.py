@@ -1,4 +1,8 @@
-"""Argument checks shared by the asyncpg and psycopg enqueue helpers."""
+"""Argument checks and encoding shared by the asyncpg and psycopg enqueue helpers.
+
+Both drivers send the same statements (``outbox_relay/db/write.sql``) with the same parameters,
+built here.
+"""
 
 from __future__ import annotations
 
@@ -33,3 +37,24 @@ def encode_tracks(tracks: Sequence[Mapping[str, Any]]) -> bytes:
             f"enqueue_album: tracks must be a JSON array of objects with isrc, title and "
             f"artist ({exc})"
         ) from exc
+
+
+def track_arguments(
+    isrc: str | None,
+    title: str,
+    artist: str,
+    album: str,
+    priority: int | None,
+    force: bool,
+    artwork_url: str | None,
+) -> tuple[Any, ...]:
+    """The parameters of the ``enqueue_track`` statement, after :func:`check_flags`."""
+    check_flags(priority, force)
+    return (isrc, title, artist, album, priority, force, artwork_url)
+
+
+def album_arguments(
+    title: str, artist: str, tracks: Sequence[Mapping[str, Any]], artwork_url: str | None
+) -> tuple[Any, ...]:
+    """The parameters of the ``enqueue_album`` statement; ``tracks`` as JSON text."""
+    return (title, artist, encode_tracks(tracks).decode(), artwork_url)

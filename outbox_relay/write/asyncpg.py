@@ -26,21 +26,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from outbox_relay.write.arguments import check_flags, encode_tracks
+from outbox_relay.db.queries import QUERIES
+from outbox_relay.write.arguments import album_arguments, track_arguments
 
 __all__ = ["enqueue_album", "enqueue_track"]
 
-# Every parameter is cast explicitly so that neither the function's resolution nor the encoding
-# depends on how asyncpg guesses types. ``tracks`` travels as text and is cast to jsonb by the
-# server: the caller may have registered a jsonb codec of its own (or none), and text is the
-# one encoding that means the same under every codec.
-ENQUEUE_TRACK_SQL: Final = (
-    "SELECT outbox.enqueue_track($1::text, $2::text, $3::text, $4::text, $5::integer, "
-    "$6::boolean, $7::text)"
-)
-ENQUEUE_ALBUM_SQL: Final = (
-    "SELECT outbox.enqueue_album($1::text, $2::text, $3::text::jsonb, $4::text)"
-)
+# The statements of outbox_relay/db/write.sql, which the psycopg helpers send too.
+ENQUEUE_TRACK_SQL: Final = QUERIES["enqueue_track"]
+ENQUEUE_ALBUM_SQL: Final = QUERIES["enqueue_album"]
 
 
 class Executor(Protocol):
@@ -76,9 +69,9 @@ async def enqueue_track(
     ``asyncpg.exceptions.DataError`` (SQLSTATE class 22) whose message names the argument, and
     abort the transaction.
     """
-    check_flags(priority, force)
     outbox_id = await conn.fetchval(
-        ENQUEUE_TRACK_SQL, isrc, title, artist, album, priority, force, artwork_url
+        ENQUEUE_TRACK_SQL,
+        *track_arguments(isrc, title, artist, album, priority, force, artwork_url),
     )
     return int(outbox_id)
 
@@ -110,6 +103,6 @@ async def enqueue_album(
     JSON raise ``TypeError`` before anything is sent.
     """
     outbox_id = await conn.fetchval(
-        ENQUEUE_ALBUM_SQL, title, artist, encode_tracks(tracks).decode(), artwork_url
+        ENQUEUE_ALBUM_SQL, *album_arguments(title, artist, tracks, artwork_url)
     )
     return int(outbox_id)

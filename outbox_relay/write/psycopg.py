@@ -23,33 +23,20 @@ from typing import Any, Final
 
 from psycopg import AsyncConnection, Connection
 from psycopg.rows import tuple_row
-from psycopg.types.json import Jsonb
 
-from outbox_relay.write.arguments import check_flags, encode_tracks
+from outbox_relay.db.queries import QUERIES, psycopg_form
+from outbox_relay.write.arguments import album_arguments, track_arguments
 
 __all__ = ["enqueue_album", "enqueue_album_async", "enqueue_track", "enqueue_track_async"]
 
-# Explicit casts: psycopg sends a Python int as int2, int4, int8 or numeric depending on its
-# value, and a str as "unknown"; the casts make the function resolve the same way every time.
-ENQUEUE_TRACK_SQL: Final = (
-    "SELECT outbox.enqueue_track(%s::text, %s::text, %s::text, %s::text, %s::integer, "
-    "%s::boolean, %s::text)"
-)
-ENQUEUE_ALBUM_SQL: Final = "SELECT outbox.enqueue_album(%s::text, %s::text, %s::jsonb, %s::text)"
+# The statements of outbox_relay/db/write.sql, the asyncpg helpers' very text with %s for $n.
+ENQUEUE_TRACK_SQL: Final = psycopg_form(QUERIES["enqueue_track"])
+ENQUEUE_ALBUM_SQL: Final = psycopg_form(QUERIES["enqueue_album"])
 
 
-def _identity(encoded: Any) -> Any:
-    return encoded
-
-
-def _tracks_param(tracks: Sequence[Mapping[str, Any]]) -> Jsonb:
-    """``tracks`` as a jsonb parameter, encoded here with orjson.
-
-    Encoding before the query (rather than letting the dumper call orjson mid-execute) names
-    the argument in the error, and ignores any ``set_json_dumps`` the caller configured.
-    """
-    encoded = encode_tracks(tracks)
-    return Jsonb(encoded, dumps=_identity)
+def _outbox_id(row: tuple[Any, ...] | None) -> int:
+    assert row is not None  # the function returns exactly one value
+    return int(row[0])
 
 
 def enqueue_track(
@@ -74,15 +61,10 @@ def enqueue_track(
     A missing or malformed ``isrc`` is accepted (the relay records the track as skipped); other
     invalid arguments raise ``psycopg.DataError`` naming the argument.
     """
-    check_flags(priority, force)
+    params = track_arguments(isrc, title, artist, album, priority, force, artwork_url)
     # A cursor of our own with tuple rows: the connection's row factory may be dict_row.
     with conn.cursor(row_factory=tuple_row) as cursor:
-        cursor.execute(
-            ENQUEUE_TRACK_SQL, (isrc, title, artist, album, priority, force, artwork_url)
-        )
-        row = cursor.fetchone()
-    assert row is not None  # the function returns exactly one value
-    return int(row[0])
+        return _outbox_id(cursor.execute(ENQUEUE_TRACK_SQL, params).fetchone())
 
 
 def enqueue_album(
@@ -105,12 +87,9 @@ def enqueue_album(
                 tracks=[{"isrc": "GBAYE0601690", "title": "Come Together"}],
             )
     """
-    params = (title, artist, _tracks_param(tracks), artwork_url)
+    params = album_arguments(title, artist, tracks, artwork_url)
     with conn.cursor(row_factory=tuple_row) as cursor:
-        cursor.execute(ENQUEUE_ALBUM_SQL, params)
-        row = cursor.fetchone()
-    assert row is not None
-    return int(row[0])
+        return _outbox_id(cursor.execute(ENQUEUE_ALBUM_SQL, params).fetchone())
 
 
 async def enqueue_track_async(
@@ -132,14 +111,10 @@ async def enqueue_track_async(
             conn, isrc=isrc, title=title, artist=artist, album=album
         )
     """
-    check_flags(priority, force)
+    params = track_arguments(isrc, title, artist, album, priority, force, artwork_url)
     async with conn.cursor(row_factory=tuple_row) as cursor:
-        await cursor.execute(
-            ENQUEUE_TRACK_SQL, (isrc, title, artist, album, priority, force, artwork_url)
-        )
-        row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
+        await cursor.execute(ENQUEUE_TRACK_SQL, params)
+        return _outbox_id(await cursor.fetchone())
 
 
 async def enqueue_album_async(
@@ -156,9 +131,7 @@ async def enqueue_album_async(
         await conn.execute("INSERT INTO my_albums (title) VALUES (%s)", (title,))
         outbox_id = await enqueue_album_async(conn, title=title, artist=artist, tracks=tracks)
     """
-    params = (title, artist, _tracks_param(tracks), artwork_url)
+    params = album_arguments(title, artist, tracks, artwork_url)
     async with conn.cursor(row_factory=tuple_row) as cursor:
         await cursor.execute(ENQUEUE_ALBUM_SQL, params)
-        row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
+        return _outbox_id(await cursor.fetchone())

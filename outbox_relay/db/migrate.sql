@@ -1,0 +1,26 @@
+-- The migrator's own bookkeeping (outbox_relay.db.migrate); the migrations themselves are the
+-- numbered files of migrations/.
+
+-- name: migrations_lock
+-- Serialises concurrent runs: every replica takes the same session-level lock ($1).
+SELECT pg_advisory_lock($1::bigint);
+
+-- name: migrations_unlock
+SELECT pg_advisory_unlock($1::bigint);
+
+-- name: migrations_bootstrap
+-- The record of applied migrations, before any migration runs (so before the schema exists).
+CREATE SCHEMA IF NOT EXISTS outbox;
+CREATE TABLE IF NOT EXISTS outbox.schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: migrations_applied
+SELECT version, name, checksum FROM outbox.schema_migrations;
+
+-- name: migration_record
+-- In the migration's own transaction: the migration and its record commit together.
+INSERT INTO outbox.schema_migrations (version, name, checksum) VALUES ($1, $2, $3);
