@@ -11,17 +11,11 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import resources
-from types import MappingProxyType
 from typing import Any, Final
 
 import asyncpg
 
-from outbox_relay.db.queries import parse
-
-QUERIES: Final = MappingProxyType(
-    parse((resources.files("outbox_relay.db") / "ingestion.sql").read_text(encoding="utf-8"))
-)
+from outbox_relay.db.queries import QUERIES
 
 # A status write must not hang a step for ever: Inngest would wait for the request instead of
 # retrying it.
