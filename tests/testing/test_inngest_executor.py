@@ -734,3 +734,21 @@ async def test_a_cancelled_run_makes_no_more_requests(standin: EventApiStandIn) 
     assert len(run.requests) == 1
     assert standin.executor.summary()["queued_requests"] == 0
     assert standin.executor.cancel(run.run_id) is False  # already finished
+
+
+async def test_a_synchronous_function_runs_through_the_sdks_thread_pool(
+    standin: EventApiStandIn,
+) -> None:
+    client = client_for(standin)
+
+    @client.create_function(fn_id="plain", trigger=inngest.TriggerEvent(event="test/plain"))
+    def plain(ctx: inngest.ContextSync) -> list[int]:
+        one = ctx.step.run("one", lambda: 1)
+        two = ctx.step.run("two", lambda: one + 1)
+        return [one, two]
+
+    async with serving(standin, client, [plain]):
+        await client.send(inngest.Event(name="test/plain", data={}))
+        [run] = await standin.executor.wait_for_status(fid("plain"), "completed")
+    assert run.output == [1, 2]
+    assert [r.status for r in run.requests] == [206, 206, 200]
