@@ -1,19 +1,27 @@
 """``outbox-relay demo``: the whole system on this machine, for a first look.
 
-With nothing configured it starts a throwaway PostgreSQL from the system's binaries, embedded
-Qdrant, the Event API stand-in, the write API and the relay; adds a sample library through the
-HTTP API; and prints what happened. Set ``DATABASE_URL`` or ``INNGEST_EVENT_API_BASE_URL`` to
-use real servers instead.
+It starts a throwaway PostgreSQL from the system's binaries, embedded Qdrant, the Event API
+stand-in, the write API and the relay; adds a sample library through the HTTP API; and prints
+what happened.
+
+The demo never touches a user's data. ``DATABASE_URL`` and ``INNGEST_EVENT_API_BASE_URL`` are
+left alone even when exported (anyone who runs the relay has them set, and a relay pointed at
+them would claim real outbox rows and publish them to the stand-in, where they are lost). Only
+the explicit ``--database-url`` and ``--event-api-url`` flags bring in servers of the user's; even
+then the demo works in a database of its own (``outbox_relay_demo_<random>``, dropped at the end)
+and refuses to start a relay on an outbox holding rows it did not write.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,9 +35,12 @@ from outbox_relay.config import Settings
 from outbox_relay.db.migrate import migrate
 from outbox_relay.db.queries import QUERIES
 from outbox_relay.domain.isrc import point_id
+from outbox_relay.errors import ConfigurationError
 from outbox_relay.http.server import start_site
 from outbox_relay.logs import configure_logging
 
+# Every demo database starts with this, so an operator can tell one (and a leftover) at a glance.
+DEMO_DATABASE_PREFIX = "outbox_relay_demo_"
 ALREADY_INDEXED = "GBAYE0601498"
 SAMPLE_TRACKS: list[dict[str, Any]] = [
     {"isrc": "usrc17607839", "title": "Lose Yourself", "artist": "Eminem", "album": "8 Mile"},
@@ -60,7 +71,23 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-async def run_demo(settings: Settings, *, serve: bool) -> int:
+def _redact(dsn: str) -> str:
+    """``user@host:port/db`` of a URL, without its password: what the banner shows."""
+    parts = urllib.parse.urlsplit(dsn)
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{user}{host}{port}{parts.path or '/'}"
+
+
+async def run_demo(
+    settings: Settings,
+    *,
+    serve: bool,
+    database_url: str | None = None,
+    event_api_url: str | None = None,
+) -> int:
+    """Runs the demo; ``database_url``/``event_api_url`` come only from explicit flags."""
     workdir = Path(tempfile.mkdtemp(prefix="outbox-relay-demo-"))
     # Outside the throwaway folder, so it can be read after the demo cleaned up.
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
@@ -69,7 +96,7 @@ async def run_demo(settings: Settings, *, serve: bool) -> int:
     log_path = log_file.name
     configure_logging(settings.log_level, "json", settings.secrets(), stream=log_file)
     try:
-        async with _stack(settings, workdir) as env:
+        async with _stack(settings, workdir, database_url, event_api_url) as env:
             await _walkthrough(env)
             say(f"\nStructured logs of this run: {log_path}")
             if serve:
@@ -86,8 +113,10 @@ async def run_demo(settings: Settings, *, serve: bool) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _stack(settings: Settings, workdir: Path) -> AsyncIterator[dict[str, Any]]:
-    """Starts every part, embedded where nothing is configured; stops them in reverse."""
+async def _stack(
+    settings: Settings, workdir: Path, database_url: str | None, event_api_url: str | None
+) -> AsyncIterator[dict[str, Any]]:
+    """Starts every part, embedded unless a flag names a server; stops them in reverse."""
     from outbox_relay.apps.relay import RelayService
     from outbox_relay.http.write_api import create_app
     from outbox_relay.testing.inngest import EventApiStandIn
@@ -95,30 +124,42 @@ async def _stack(settings: Settings, workdir: Path) -> AsyncIterator[dict[str, A
 
     async with contextlib.AsyncExitStack() as stack:
         say("outbox-relay demo\n=================")
-        if settings.database_url is not None:
-            dsn = settings.require_database_url()
-            say("PostgreSQL   DATABASE_URL (your server)")
-        else:
+        if database_url is None:
             pg = LocalPostgres()
-            await asyncio.to_thread(pg.start)
+            # Registered before the start: a start interrupted half-way is cleaned up too.
             stack.callback(pg.cleanup)
-            stack.callback(pg.stop)
-            dsn = pg.dsn
-            say(f"PostgreSQL   throwaway local server on port {pg.port} (system binaries)")
+            await asyncio.to_thread(pg.start)
+            admin_dsn = pg.dsn
+            server = f"a throwaway local server on 127.0.0.1:{pg.port} (binaries: {pg.bindir})"
+        else:
+            admin_dsn = database_url
+            server = f"YOUR server {_redact(database_url)} (--database-url)"
+        dsn = await _own_database(stack, admin_dsn)
+        say(f"PostgreSQL   {server},")
+        say(
+            f"             database {urllib.parse.urlsplit(dsn).path[1:]} "
+            "(created for this run, dropped at the end)"
+        )
+        if database_url is None and settings.database_url is not None:
+            say(
+                "             DATABASE_URL is set and left alone: the demo never uses it "
+                "(--database-url URL runs it on a server of yours, in a database of its own)"
+            )
         await migrate(dsn)
+        await _refuse_rows_it_did_not_write(dsn)
 
         standin: EventApiStandIn | None = None
-        if settings.inngest_event_api_base_url:
-            origin = settings.event_api_origin()
-            say(f"Event API    {origin} (INNGEST_EVENT_API_BASE_URL)")
+        if event_api_url is not None:
+            origin = event_api_url.rstrip("/")
+            say(f"Event API    {origin} (--event-api-url)")
         else:
             standin = EventApiStandIn()
             origin = await standin.start()
             stack.push_async_callback(standin.stop)
             say(f"Event API    LOCAL STAND-IN of Inngest's Event API at {origin}")
             say(
-                "             (set INNGEST_EVENT_API_BASE_URL to publish to a real Inngest "
-                "dev server)"
+                "             (--event-api-url http://127.0.0.1:8288 publishes to a real Inngest "
+                "dev server instead)"
             )
 
         qdrant_path = workdir / "qdrant"
@@ -158,6 +199,66 @@ async def _stack(settings: Settings, workdir: Path) -> AsyncIterator[dict[str, A
             "api_url": f"http://127.0.0.1:{api_port}",
             "relay": relay,
         }
+
+
+async def _own_database(stack: contextlib.AsyncExitStack, admin_dsn: str) -> str:
+    """Creates ``outbox_relay_demo_<random>`` on the server, to be dropped at the end; its URL.
+
+    Migrating it also creates the cluster-wide role ``outbox_relay_role`` when the server has
+    none; a role the demo created goes again with its database, unless another database has
+    granted it something meanwhile (then it stays, and the demo says so).
+    """
+    from outbox_relay.testing.postgres import create_database, drop_database, dsn_with_database
+
+    name = DEMO_DATABASE_PREFIX + secrets.token_hex(4)
+    role_existed = await _fetchval(admin_dsn, QUERIES["demo_relay_role_exists"])
+    try:
+        await asyncio.to_thread(create_database, admin_dsn, name)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"cannot create the demo's database {name} on {_redact(admin_dsn)}: {exc}".strip()
+            + " (the demo works in a database of its own: the role needs CREATEDB)"
+        ) from exc
+
+    async def drop() -> None:
+        await asyncio.to_thread(drop_database, admin_dsn, name)
+        if not role_existed:
+            await _drop_relay_role(admin_dsn)
+
+    stack.push_async_callback(drop)
+    return dsn_with_database(admin_dsn, name)
+
+
+async def _fetchval(dsn: str, query: str) -> Any:
+    conn: asyncpg.Connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return await conn.fetchval(query)
+    finally:
+        await conn.close()
+
+
+async def _drop_relay_role(admin_dsn: str) -> None:
+    try:
+        await _fetchval(admin_dsn, QUERIES["demo_drop_relay_role"])
+    except asyncpg.DependentObjectsStillExistError:
+        say("note: outbox_relay_role stays: another database was migrated and granted it rights")
+
+
+async def _refuse_rows_it_did_not_write(dsn: str) -> None:
+    """The demo's relay claims every row of its outbox: there must be none but the demo's.
+
+    A fresh database can still hold rows: ``CREATE DATABASE`` copies ``template1``, and a
+    ``template1`` that was migrated and written to would hand its outbox rows to the demo.
+    """
+    rows = await _fetchval(dsn, QUERIES["demo_outbox_rows"])
+    if rows:
+        name = urllib.parse.urlsplit(dsn).path[1:]
+        raise ConfigurationError(
+            f"refusing to run a relay: the outbox of the new database {name} already holds "
+            f"{rows} row(s) the demo did not write (copied from template1); the demo relays "
+            "only its own rows. Run it without --database-url, or on a server whose template1 "
+            "has no outbox rows"
+        )
 
 
 async def _seed_qdrant(path: Path, collection: str) -> None:

@@ -77,6 +77,19 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="the whole system on this machine, for a first look")
     demo.add_argument("--serve", action="store_true", help="keep running after the walkthrough")
+    # Flags, never the environment: an exported DATABASE_URL is the user's real outbox.
+    demo.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="use this PostgreSQL server (in a database of the demo's own, dropped at the end) "
+        "instead of a throwaway local one; DATABASE_URL is never used by the demo",
+    )
+    demo.add_argument(
+        "--event-api-url",
+        metavar="URL",
+        help="publish to this Event API (e.g. an Inngest dev server) instead of the local "
+        "stand-in; INNGEST_EVENT_API_BASE_URL is never used by the demo",
+    )
 
     return parser
 
@@ -158,7 +171,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         from outbox_relay.cli.demo import run_demo
 
-        return await run_demo(settings, serve=args.serve)
+        return await run_demo(
+            settings,
+            serve=args.serve,
+            database_url=args.database_url,
+            event_api_url=args.event_api_url,
+        )
     raise AssertionError(args.command)
 
 
