@@ -273,6 +273,12 @@ async def test_spent_retries_run_the_failure_handler_with_the_function_failed_ev
     [run] = standin.executor.runs_of(fid("doomed"))
     assert run.status == "failed"
     assert run.attempts == 2  # retries=1: two attempts of the step
+    # The SDK reports StepError while attempts remain, StepFailed on the last; the executor
+    # memoises that error and calls again, and the function's uncaught StepError is a 500 with
+    # x-inngest-no-retry.
+    assert [r.ops for r in run.requests] == [["StepError:embed"], ["StepFailed:embed"], []]
+    assert [r.status for r in run.requests] == [206, 206, 500]
+    assert "error" in run.step_output("embed")
     assert run.error is not None and "embedder unreachable" in run.error["message"]
     assert handler.output == "recorded"
     [failed] = received
