@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import urllib.parse
+from collections.abc import Iterable
 from typing import Final, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -232,6 +233,20 @@ class Settings(BaseSettings):
             if password:
                 values.append(password)
         return values
+
+
+def env_name(field: str) -> str:
+    """The variable of a :class:`Settings` field: ``http_port`` → ``OUTBOX_HTTP_PORT``."""
+    alias = Settings.model_fields[field].validation_alias
+    assert isinstance(alias, AliasChoices), field
+    name = alias.choices[0]
+    assert isinstance(name, str), field
+    return name
+
+
+def env_names(fields: Iterable[str]) -> list[str]:
+    """The environment variables of several fields, in order."""
+    return [env_name(field) for field in fields]
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -6,9 +6,23 @@ the ``relay`` command uses the process-wide default registry.
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+)
 
 from outbox_relay import __version__
+
+# prometheus_client adds a `*_created` series (the Unix time the series was created) beside
+# every counter and histogram. Prometheus does not use it for rate() or increase(), and it
+# doubled the series a scrape returns; no dashboard or alert of ours reads it. Process-wide:
+# set here, where every metric of the package is defined, before any is exported.
+disable_created_metrics()
 
 _LATENCY_BUCKETS = (
     0.001,

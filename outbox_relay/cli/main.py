@@ -18,32 +18,136 @@ import asyncpg
 import structlog
 
 from outbox_relay import __version__
-from outbox_relay.config import Settings, load_settings
+from outbox_relay.config import Settings, env_names, load_settings
 from outbox_relay.errors import ConfigurationError, OutboxRelayError
 from outbox_relay.logs import configure_logging
 
 log = structlog.get_logger("outbox_relay.cli")
 
 
+# The Settings fields each command reads, by field name (a typo fails at import): `--help`
+# lists their environment variables, so an operator sees what configures a command.
+_LOGS = ("log_level", "log_format")
+_DATABASE = ("database_url",)
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "migrate": (*_DATABASE, *_LOGS),
+    "relay": (
+        *_DATABASE,
+        "inngest_event_api_base_url",
+        "inngest_event_key",
+        "inngest_dev",
+        "qdrant_url",
+        "qdrant_api_key",
+        "qdrant_path",
+        "qdrant_collection",
+        "qdrant_timeout",
+        "http_host",
+        "http_port",
+        "admin_token",
+        "replica_id",
+        "batch_size",
+        "poll_interval",
+        "lease_seconds",
+        "max_attempts",
+        "synchronous_commit",
+        "publish_timeout",
+        "backoff_base",
+        "backoff_cap",
+        "retry_base",
+        "retry_cap",
+        "rate_limit_requests",
+        "rate_limit_window",
+        "outage_alarm_after",
+        "max_request_bytes",
+        "refresh_interval",
+        "retention_seconds",
+        "retention_batch",
+        *_LOGS,
+    ),
+    "api": (*_DATABASE, "api_host", "api_port", "backoff_base", "backoff_cap", *_LOGS),
+    "worker": (
+        *_DATABASE,
+        "inngest_event_api_base_url",
+        "inngest_event_key",
+        "inngest_dev",
+        "inngest_api_base_url",
+        "inngest_signing_key",
+        "qdrant_url",
+        "qdrant_api_key",
+        "qdrant_path",
+        "qdrant_collection",
+        "qdrant_timeout",
+        "qdrant_write_timeout",
+        "worker_host",
+        "worker_port",
+        "worker_retries",
+        "worker_concurrency",
+        "worker_throttle_limit",
+        "worker_throttle_period",
+        "worker_shutdown_timeout",
+        "embedding_url",
+        "embedding_dimensions",
+        "embedding_timeout",
+        # --with-relay: the relay's own settings too (see `relay --help`)
+        *_LOGS,
+    ),
+    "status": (*_DATABASE, *_LOGS),
+    "requeue": (*_DATABASE, *_LOGS),
+    "scan": (
+        *_DATABASE,
+        "scan_http_host",
+        "scan_http_port",
+        "scan_settings_poll",
+        "scan_debug_hold",
+        "scan_debug_release",
+        "backoff_base",
+        "backoff_cap",
+        *_LOGS,
+    ),
+    "demo": (
+        *_DATABASE,
+        "inngest_event_api_base_url",
+        "inngest_dev",
+        "qdrant_collection",
+        "replica_id",
+        "log_level",
+    ),
+}
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` ends with the environment variables it reads."""
+    names = env_names(COMMAND_SETTINGS[name])
+    return commands.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog="environment variables read (README, Configuration): " + ", ".join(names),
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="outbox-relay",
         description="Transactional outbox from PostgreSQL to Inngest. "
-        "Configuration comes from the environment; see the README.",
+        "Configuration comes from the environment (each command's --help lists what it "
+        "reads); see the README.",
     )
     parser.add_argument("--version", action="version", version=f"outbox-relay {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("migrate", help="apply migrations/ (idempotent, safe from many replicas)")
+    _command(commands, "migrate", "apply migrations/ (idempotent, safe from many replicas)")
 
-    relay = commands.add_parser("relay", help="run the relay until SIGTERM/SIGINT")
+    relay = _command(commands, "relay", "run the relay until SIGTERM/SIGINT")
     relay.add_argument("--http-port", type=int, help="health/metrics port (OUTBOX_HTTP_PORT)")
 
-    api = commands.add_parser("api", help="run the library write API")
+    api = _command(commands, "api", "run the library write API")
     api.add_argument("--port", type=int, help="listen port (OUTBOX_API_PORT)")
 
-    worker = commands.add_parser(
-        "worker", help="serve the Inngest ingestion functions until SIGTERM/SIGINT"
+    worker = _command(
+        commands, "worker", "serve the Inngest ingestion functions until SIGTERM/SIGINT"
     )
     worker.add_argument("--worker-port", type=int, help="listen port (OUTBOX_WORKER_PORT)")
     worker.add_argument(
@@ -53,18 +157,18 @@ def _parser() -> argparse.ArgumentParser:
         "locks its folder to one process; see the README)",
     )
 
-    status = commands.add_parser("status", help="print the outbox state")
+    status = _command(commands, "status", "print the outbox state")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--dead", type=int, default=10, help="recent dead letters to show")
 
-    requeue = commands.add_parser("requeue", help="dead letters back to pending")
+    requeue = _command(commands, "requeue", "put dead letters back to pending")
     which = requeue.add_mutually_exclusive_group(required=True)
     which.add_argument("--id", type=int, action="append", dest="ids", help="a row id (repeatable)")
     which.add_argument("--reason", help="requeue dead letters whose last error contains this")
     which.add_argument("--all", action="store_true", help="requeue every dead letter")
 
-    scan = commands.add_parser(
-        "scan", help="run the scheduled inbound scan until SIGTERM (or one cycle with --once)"
+    scan = _command(
+        commands, "scan", "run the scheduled inbound scan until SIGTERM (or one cycle with --once)"
     )
     scan.add_argument("--once", action="store_true", help="run one cycle now and exit")
     scan.add_argument(
@@ -75,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
         "--http-port", type=int, dest="scan_http_port", help="metrics port (OUTBOX_SCAN_HTTP_PORT)"
     )
 
-    demo = commands.add_parser("demo", help="the whole system on this machine, for a first look")
+    demo = _command(commands, "demo", "run the whole system on this machine, for a first look")
     demo.add_argument("--serve", action="store_true", help="keep running after the walkthrough")
     # Flags, never the environment: an exported DATABASE_URL is the user's real outbox.
     demo.add_argument(
@@ -103,6 +207,9 @@ async def _connect(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+_ONE_SHOT = frozenset({"migrate", "status", "requeue"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -116,7 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "worker_port", None) is not None:
             overrides["worker_port"] = args.worker_port
         settings = load_settings(**overrides)
-        configure_logging(settings.log_level, settings.log_format, settings.secrets())
+        # The one-shot commands print their result on stdout (for pipes and scripts); their
+        # log lines go to stderr. The long-running ones log to stdout, as services do.
+        stream = sys.stderr if args.command in _ONE_SHOT else None
+        configure_logging(settings.log_level, settings.log_format, settings.secrets(), stream)
         return asyncio.run(_run(args, settings))
     except OutboxRelayError as exc:
         print(f"outbox-relay {args.command}: {exc}", file=sys.stderr)
@@ -158,14 +268,20 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report, indent=2) if args.json else render_status(report))
         return 0
     if args.command == "requeue":
-        from outbox_relay.db.admin import requeue_dead
+        from outbox_relay.db.admin import not_requeued, requeue_dead
 
         async with _connect(settings) as conn:
             requeued = await requeue_dead(
                 conn, ids=args.ids, error_contains=args.reason, everything=args.all or False
             )
+            refused = await not_requeued(conn, args.ids, requeued) if args.ids else {}
         print(f"requeued {len(requeued)} dead letter(s)")
-        return 0
+        for row_id, reason in refused.items():
+            print(
+                f"outbox-relay requeue: #{row_id} {reason}; only dead letters can be requeued",
+                file=sys.stderr,
+            )
+        return 1 if refused else 0
     if args.command == "scan":
         return await _scan(args, settings)
     if args.command == "demo":

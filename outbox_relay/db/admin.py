@@ -37,6 +37,23 @@ async def outbox_status(conn: asyncpg.Connection, *, dead_letters: int = 10) -> 
     }
 
 
+async def not_requeued(
+    conn: asyncpg.Connection, ids: Sequence[int], requeued: Sequence[int]
+) -> dict[int, str]:
+    """Why each of ``ids`` that is not in ``requeued`` was left alone, by id.
+
+    The reason is one phrase: ``does not exist`` or ``is <status>, not dead``.
+    """
+    missed = sorted(set(ids) - set(requeued))
+    if not missed:
+        return {}
+    found = {row["id"]: row["status"] for row in await conn.fetch(QUERIES["statuses_of"], missed)}
+    return {
+        row_id: f"is {found[row_id]}, not dead" if row_id in found else "does not exist"
+        for row_id in missed
+    }
+
+
 async def requeue_dead(
     conn: asyncpg.Connection,
     *,
@@ -47,6 +64,7 @@ async def requeue_dead(
     """Dead letters back to pending with fresh attempts; returns the ids requeued.
 
     Exactly one selector must be given, so "requeue nothing in particular" never means "all".
+    Ids that are not dead are left alone (:func:`not_requeued` says why).
     """
     chosen = sum((ids is not None, error_contains is not None, everything))
     if chosen != 1:

@@ -107,6 +107,10 @@ WHERE status = 'dead'
   AND ($2::text IS NULL OR strpos(lower(last_error), lower($2::text)) > 0)
 RETURNING id;
 
+-- name: statuses_of
+-- The status of each of the ids $1 that exists: why `requeue --id` left one alone.
+SELECT id, status FROM outbox.messages WHERE id = ANY ($1::bigint[]);
+
 -- name: summary
 SELECT status, count, extract(epoch FROM oldest_age)::float8 AS oldest_age_seconds
 FROM outbox.summary;

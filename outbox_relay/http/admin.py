@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from outbox_relay.db.admin import outbox_status, requeue_dead
+from outbox_relay.db.admin import not_requeued, outbox_status, requeue_dead
 
 log = structlog.get_logger("outbox_relay.admin")
 
@@ -87,9 +87,16 @@ def add_admin_routes(app: web.Application, *, dsn: str, token: str | None) -> No
             ids = await requeue_dead(
                 conn, ids=body.ids, error_contains=body.error_contains, everything=body.all
             )
+            refused = await not_requeued(conn, body.ids, ids) if body.ids else {}
         finally:
             await conn.close()
-        return web.json_response({"requeued": len(ids), "ids": ids})
+        answer: dict[str, object] = {"requeued": len(ids), "ids": ids}
+        if body.ids is not None:
+            # Ids asked for by name and left alone, with the reason (missing, or not dead).
+            answer["not_requeued"] = [
+                {"id": row_id, "reason": reason} for row_id, reason in refused.items()
+            ]
+        return web.json_response(answer)
 
     app.middlewares.append(require_token)
     app.router.add_get("/admin/status", status)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from outbox_relay.http.errors import json_errors
+
 
 def create_app(
     *, registry: CollectorRegistry, ready: Callable[[], dict[str, bool]]
@@ -34,7 +36,8 @@ def create_app(
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    app = web.Application()
+    # Errors of routing (404, 405) answer JSON like the endpoints, admin ones included.
+    app = web.Application(middlewares=[json_errors()])
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

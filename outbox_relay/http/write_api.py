@@ -9,7 +9,8 @@ Routes:
 - ``POST /v1/library/tracks`` → ``201 {"trackId", "outboxId"}``
 - ``POST /v1/library/albums`` → ``201 {"albumId", "outboxId"}``
 - any invalid input → ``422 {"error": "validation_error", "fields": [{"field", "rule"}, ...]}``;
-  a body that is not ``application/json`` → ``415``
+  a body that is not ``application/json`` → ``415``; a body over ``MAX_BODY_BYTES`` → ``413``
+- every other error is JSON too (``404``, ``405``: ``{"error", "detail"}``, see http/errors.py)
 - database unreachable → ``503 {"error": "database_unavailable"}`` with ``Retry-After: 1``
 - ``GET /healthz`` (the process answers), ``GET /readyz`` (the database answers within 1 s),
   ``GET /openapi.json`` (OpenAPI 3.1, generated from the models that validate)
@@ -38,6 +39,7 @@ from outbox_relay import __version__
 from outbox_relay.db.connection import UNAVAILABLE_ERRORS
 from outbox_relay.db.queries import QUERIES
 from outbox_relay.errors import ConfigurationError
+from outbox_relay.http.errors import json_errors
 from outbox_relay.write.asyncpg import enqueue_album, enqueue_track
 from outbox_relay.write.models import (
     AlbumCreated,
@@ -155,10 +157,13 @@ async def _parse(request: web.Request, model: type[M]) -> M | web.Response:
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        return _invalid(
-            request,
-            [FieldError(field="body", rule=f"must be at most {MAX_BODY_BYTES} bytes")],
-            source="request",
+        log.info("request_too_large", path=request.path, limit_bytes=MAX_BODY_BYTES)
+        return _json(
+            413,
+            ErrorBody(
+                error="payload_too_large",
+                detail=f"the body must be at most {MAX_BODY_BYTES} bytes",
+            ),
         )
     try:
         return model.model_validate_json(body)
@@ -373,7 +378,10 @@ def create_app(
         raise ConfigurationError(
             "the write API needs DATABASE_URL (a PostgreSQL DSN) or an asyncpg pool"
         )
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_internal_errors])
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[json_errors(max_body_bytes=MAX_BODY_BYTES), _internal_errors],
+    )
     app[_DATABASE] = _Database(dsn=dsn, pool=pool, owned=pool is None, max_size=pool_max_size)
     app[_OPENAPI] = orjson.dumps(openapi_document())
     app.cleanup_ctx.append(_pool_context)
@@ -398,11 +406,24 @@ def _write_operation(
     return {
         "operationId": operation_id,
         "summary": summary,
-        "requestBody": {"required": True, "content": _content(request_schema)},
+        "requestBody": {
+            "required": True,
+            "description": f"At most {MAX_BODY_BYTES} bytes (a larger body is answered 413).",
+            "content": _content(request_schema),
+            "x-max-body-bytes": MAX_BODY_BYTES,
+        },
         "responses": {
             "201": {
                 "description": "Written: the library row and its outbox row, in one transaction.",
                 "content": _content(created_schema),
+            },
+            "405": {
+                "description": "Only POST is allowed here (the Allow header says so).",
+                "content": _content("ErrorBody"),
+            },
+            "413": {
+                "description": f"The body is over {MAX_BODY_BYTES} bytes. Nothing written.",
+                "content": _content("ErrorBody"),
             },
             "415": {
                 "description": "The body is not application/json (UTF-8).",

@@ -83,8 +83,78 @@ def test_status_and_requeue(database_url: str) -> None:
 
     assert run("requeue", DATABASE_URL=database_url).returncode == 2  # a selector is required
     requeued = run("requeue", "--reason", "NOPE", DATABASE_URL=database_url)
-    assert requeued.returncode == 0 and "requeued 1 dead letter(s)" in requeued.stdout
-    assert "requeued 0" in run("requeue", "--all", DATABASE_URL=database_url).stdout
+    # stdout is a pipe here: it carries the result only; the log line went to stderr.
+    assert (requeued.returncode, requeued.stdout) == (0, "requeued 1 dead letter(s)\n")
+    assert '"event":"dead_letters_requeued"' in requeued.stderr
+    assert (
+        run("requeue", "--all", DATABASE_URL=database_url).stdout == "requeued 0 dead letter(s)\n"
+    )
+
+
+def test_requeue_by_id_says_why_a_row_was_left_alone(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        pending = conn.execute("SELECT outbox.enqueue_track('USRC17600001', 't', 'a', 'b')")
+        pending_id = pending.fetchone()[0]  # type: ignore[index]
+        dead = conn.execute("SELECT outbox.enqueue_track('USRC17600002', 'u', 'a', 'b')")
+        dead_id = dead.fetchone()[0]  # type: ignore[index]
+        conn.execute("UPDATE outbox.messages SET status = 'dead' WHERE id = %s", (dead_id,))
+    missing_id = dead_id + 100
+
+    result = run(
+        "requeue",
+        "--id", str(pending_id),
+        "--id", str(dead_id),
+        "--id", str(missing_id),
+        DATABASE_URL=database_url,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    # The dead one is requeued all the same; the two others each get one line saying why.
+    assert result.stdout == "requeued 1 dead letter(s)\n"
+    assert [line for line in result.stderr.splitlines() if not line.startswith("{")] == [
+        f"outbox-relay requeue: #{pending_id} is pending, not dead; only dead letters can be "
+        "requeued",
+        f"outbox-relay requeue: #{missing_id} does not exist; only dead letters can be requeued",
+    ]
+
+    only_missing = run("requeue", "--id", str(missing_id), DATABASE_URL=database_url)
+    assert only_missing.returncode == 1
+    assert only_missing.stdout == "requeued 0 dead letter(s)\n"
+
+
+def test_each_command_help_names_the_variables_it_reads() -> None:
+    from outbox_relay.cli.main import COMMAND_SETTINGS, _parser
+
+    # Every subcommand of the parser has its list, so a new command cannot forget it.
+    subcommands = next(action for action in _parser()._actions if action.dest == "command").choices
+    assert set(subcommands) == set(COMMAND_SETTINGS)  # type: ignore[arg-type]
+    expected = {
+        "migrate": ["DATABASE_URL", "OUTBOX_LOG_LEVEL"],
+        "status": ["DATABASE_URL"],
+        "requeue": ["DATABASE_URL"],
+        "api": ["DATABASE_URL", "OUTBOX_API_HOST", "OUTBOX_API_PORT"],
+        "relay": [
+            "DATABASE_URL",
+            "INNGEST_EVENT_KEY",
+            "INNGEST_DEV",
+            "QDRANT_URL",
+            "QDRANT_PATH",
+            "QDRANT_COLLECTION",
+            "OUTBOX_HTTP_HOST",
+            "OUTBOX_HTTP_PORT",
+            "OUTBOX_ADMIN_TOKEN",
+            "OUTBOX_BATCH_SIZE",
+        ],
+        "scan": ["DATABASE_URL", "OUTBOX_SCAN_HTTP_PORT", "OUTBOX_SCAN_SETTINGS_POLL"],
+        "worker": ["DATABASE_URL", "INNGEST_SIGNING_KEY", "OUTBOX_WORKER_PORT", "EMBEDDING_URL"],
+    }
+    for command, names in expected.items():
+        result = run(command, "--help")
+        assert result.returncode == 0, result.stderr
+        text = " ".join(result.stdout.split())
+        assert "environment variables read" in text, command
+        for name in names:
+            assert name in text, (command, name)
 
 
 def test_demo_runs_the_whole_system_and_exits_0() -> None:

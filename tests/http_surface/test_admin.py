@@ -75,7 +75,19 @@ async def test_admin_status_and_requeue_with_the_token(admin: tuple[Harness, str
         assert len(report["recent_dead_letters"]) == 6
 
         async with http.post(base + "/admin/requeue", json={"ids": [ids[0]]}) as response:
-            assert await response.json() == {"requeued": 1, "ids": [ids[0]]}
+            assert await response.json() == {"requeued": 1, "ids": [ids[0]], "not_requeued": []}
+        # Asked for by id but not dead (pending again, or already published by the relay the
+        # requeue woke), or not there at all: each says why.
+        missing = ids[-1] + 1000
+        async with http.post(base + "/admin/requeue", json={"ids": [ids[0], missing]}) as r:
+            answer = await r.json()
+        assert answer["requeued"] == 0 and answer["ids"] == []
+        assert [row["id"] for row in answer["not_requeued"]] == [ids[0], missing]
+        assert answer["not_requeued"][0]["reason"] in {
+            "is pending, not dead",
+            "is published, not dead",
+        }
+        assert answer["not_requeued"][1]["reason"] == "does not exist"
         # "100%" is taken literally, not as a LIKE pattern
         async with http.post(base + "/admin/requeue", json={"error_contains": "max 100%"}) as r:
             assert (await r.json())["requeued"] == 2
@@ -94,5 +106,15 @@ async def test_admin_endpoints_do_not_exist_without_a_token(harness: Harness) ->
     relay = await harness.start_relay()
     await relay.wait_idle()
     base = f"http://127.0.0.1:{relay.service.http_port}"
-    async with aiohttp.ClientSession() as http, http.get(base + "/admin/status") as response:
-        assert response.status == 404
+    async with aiohttp.ClientSession() as http:
+        async with http.get(base + "/admin/status") as response:
+            assert response.status == 404
+            # Every error of the relay's port is JSON, routing errors included.
+            assert await response.json() == {
+                "error": "not_found",
+                "detail": "no route for GET /admin/status",
+            }
+        async with http.post(base + "/readyz") as response:
+            assert response.status == 405
+            assert response.headers["Allow"]
+            assert (await response.json())["error"] == "method_not_allowed"

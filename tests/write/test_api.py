@@ -411,14 +411,67 @@ async def test_bad_json_is_422_on_the_body(
     await _assert_rejected(client, TRACKS, data, {"body": rule}, database_url, pg_query)
 
 
-async def test_a_body_over_the_limit_is_422_on_the_body(
+async def test_a_body_over_the_limit_is_413_json_and_writes_nothing(
     client: Client, database_url: str, pg_query: PgQuery
 ) -> None:
     huge = orjson.dumps({**TRACK, "title": "x" * (MAX_BODY_BYTES + 1)})
 
-    await _assert_rejected(
-        client, TRACKS, huge, {"body": f"at most {MAX_BODY_BYTES} bytes"}, database_url, pg_query
-    )
+    response = await client.post(TRACKS, data=huge, headers={"Content-Type": "application/json"})
+
+    assert response.status == 413
+    assert response.content_type == "application/json"
+    assert await response.json() == {
+        "error": "payload_too_large",
+        "detail": f"the body must be at most {MAX_BODY_BYTES} bytes",
+    }
+    assert counts(pg_query, database_url) == (0, 0, 0)
+
+
+def test_the_body_limit_and_the_413_are_in_the_openapi_document() -> None:
+    from outbox_relay.http.write_api import openapi_document
+
+    for path in (TRACKS, ALBUMS):
+        operation = openapi_document()["paths"][path]["post"]
+        assert operation["requestBody"]["x-max-body-bytes"] == MAX_BODY_BYTES
+        assert str(MAX_BODY_BYTES) in operation["requestBody"]["description"]
+        assert set(operation["responses"]) >= {"405", "413", "415", "422", "503"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "expected"),
+    [
+        ("GET", "/nowhere", 404, {"error": "not_found", "detail": "no route for GET /nowhere"}),
+        (
+            "GET",
+            TRACKS,
+            405,
+            {
+                "error": "method_not_allowed",
+                "detail": f"GET is not allowed on {TRACKS}; allowed: POST",
+            },
+        ),
+        (
+            "DELETE",
+            "/readyz",
+            405,
+            {
+                "error": "method_not_allowed",
+                "detail": "DELETE is not allowed on /readyz; allowed: GET, HEAD",
+            },
+        ),
+    ],
+    ids=["404", "405_post_route", "405_get_route"],
+)
+async def test_routing_errors_are_json(
+    method: str, path: str, status: int, expected: dict[str, str], client: Client
+) -> None:
+    response = await client.request(method, path)
+
+    assert response.status == status
+    assert response.content_type == "application/json"
+    assert await response.json() == expected
+    if status == 405:
+        assert response.headers["Allow"]
 
 
 @pytest.mark.parametrize(
@@ -759,7 +812,7 @@ async def test_openapi_describes_both_endpoints_consistently_with_the_models(
     assert document["openapi"] == "3.1.0"
     for path in (TRACKS, ALBUMS):
         operation = document["paths"][path]["post"]
-        assert set(operation["responses"]) == {"201", "415", "422", "503"}
+        assert set(operation["responses"]) == {"201", "405", "413", "415", "422", "503"}
         assert "Retry-After" in operation["responses"]["503"]["headers"]
         assert operation["requestBody"]["required"] is True
     # Every reference resolves inside the document.
