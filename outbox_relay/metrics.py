@@ -22,7 +22,7 @@ from outbox_relay import __version__
 # every counter and histogram. Prometheus does not use it for rate() or increase(), and it
 # doubled the series a scrape returns; no dashboard or alert of ours reads it. Process-wide:
 # set here, where every metric of the package is defined, before any is exported.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 
 _LATENCY_BUCKETS = (
     0.001,
