@@ -104,14 +104,8 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
         "backoff_cap",
         *_LOGS,
     ),
-    "demo": (
-        *_DATABASE,
-        "inngest_event_api_base_url",
-        "inngest_dev",
-        "qdrant_collection",
-        "replica_id",
-        "log_level",
-    ),
+    # The demo never uses DATABASE_URL or INNGEST_EVENT_API_BASE_URL (its flags name servers).
+    "demo": ("inngest_dev", "qdrant_collection", "replica_id", "log_level"),
 }
 
 
