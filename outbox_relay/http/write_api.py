@@ -214,90 +214,99 @@ async def _in_transaction(
             log.warning("connection_release_failed", error=f"{type(exc).__name__}: {exc}")
 
 
-async def _add_track(request: web.Request) -> web.Response:
+async def _add(
+    request: web.Request,
+    model: type[M],
+    write: Callable[[Any, M], Awaitable[tuple[int, int]]],
+    added: Callable[[M, int, int, float], BaseModel],
+) -> web.Response:
+    """One write request: validate, write in one transaction, answer 201 (or why not).
+
+    ``write(conn, body)`` returns the library row's id and the outbox row's id; ``added`` logs
+    the write and builds the 201 body from them and the duration in milliseconds.
+    """
     started = time.perf_counter()
-    parsed = await _parse(request, TrackIn)
-    if isinstance(parsed, web.Response):
-        return parsed
-    track = parsed
-
-    async def write(conn: Any) -> tuple[int, int]:
-        # The outbox row first: its id goes into the library row, linking the two.
-        outbox_id = await enqueue_track(
-            conn,
-            isrc=track.isrc,
-            title=track.title,
-            artist=track.artist,
-            album=track.album,
-            priority=track.priority,
-            force=track.force,
-            artwork_url=track.artwork_url,
-        )
-        track_id = await conn.fetchval(
-            QUERIES["insert_library_track"],
-            track.isrc,
-            track.title,
-            track.artist,
-            track.album,
-            track.artwork_url,
-            outbox_id,
-        )
-        return int(track_id), outbox_id
-
-    result = await _in_transaction(request, write)
+    body = await _parse(request, model)
+    if isinstance(body, web.Response):
+        return body
+    result = await _in_transaction(request, lambda conn: write(conn, body))
     if isinstance(result, web.Response):
         return result
-    track_id, outbox_id = result
+    row_id, outbox_id = result
+    duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    return _json(201, added(body, row_id, outbox_id, duration_ms))
+
+
+async def _write_track(conn: Any, track: TrackIn) -> tuple[int, int]:
+    # The outbox row first: its id goes into the library row, linking the two.
+    outbox_id = await enqueue_track(
+        conn,
+        isrc=track.isrc,
+        title=track.title,
+        artist=track.artist,
+        album=track.album,
+        priority=track.priority,
+        force=track.force,
+        artwork_url=track.artwork_url,
+    )
+    track_id = await conn.fetchval(
+        QUERIES["insert_library_track"],
+        track.isrc,
+        track.title,
+        track.artist,
+        track.album,
+        track.artwork_url,
+        outbox_id,
+    )
+    return int(track_id), outbox_id
+
+
+def _track_added(track: TrackIn, track_id: int, outbox_id: int, duration_ms: float) -> BaseModel:
     log.info(
         "library_track_added",
         track_id=track_id,
         outbox_id=outbox_id,
         isrc=track.isrc,
         trackTitle=track.title,
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        duration_ms=duration_ms,
     )
-    return _json(201, TrackCreated(track_id=track_id, outbox_id=outbox_id))
+    return TrackCreated(track_id=track_id, outbox_id=outbox_id)
 
 
-async def _add_album(request: web.Request) -> web.Response:
-    started = time.perf_counter()
-    parsed = await _parse(request, AlbumIn)
-    if isinstance(parsed, web.Response):
-        return parsed
-    album = parsed
+async def _write_album(conn: Any, album: AlbumIn) -> tuple[int, int]:
     tracks = album.tracks_json()
+    outbox_id = await enqueue_album(
+        conn, title=album.title, artist=album.artist, tracks=tracks, artwork_url=album.artwork_url
+    )
+    album_id = await conn.fetchval(
+        QUERIES["insert_library_album"],
+        album.title,
+        album.artist,
+        album.artwork_url,
+        orjson.dumps(tracks).decode(),
+        outbox_id,
+    )
+    return int(album_id), outbox_id
 
-    async def write(conn: Any) -> tuple[int, int]:
-        outbox_id = await enqueue_album(
-            conn,
-            title=album.title,
-            artist=album.artist,
-            tracks=tracks,
-            artwork_url=album.artwork_url,
-        )
-        album_id = await conn.fetchval(
-            QUERIES["insert_library_album"],
-            album.title,
-            album.artist,
-            album.artwork_url,
-            orjson.dumps(tracks).decode(),
-            outbox_id,
-        )
-        return int(album_id), outbox_id
 
-    result = await _in_transaction(request, write)
-    if isinstance(result, web.Response):
-        return result
-    album_id, outbox_id = result
+def _album_added(album: AlbumIn, album_id: int, outbox_id: int, duration_ms: float) -> BaseModel:
     log.info(
         "library_album_added",
         album_id=album_id,
         outbox_id=outbox_id,
         albumTitle=album.title,
-        total_tracks=len(tracks),
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        total_tracks=len(album.tracks),
+        duration_ms=duration_ms,
     )
-    return _json(201, AlbumCreated(album_id=album_id, outbox_id=outbox_id))
+    return AlbumCreated(album_id=album_id, outbox_id=outbox_id)
+
+
+async def _add_track(request: web.Request) -> web.Response:
+    return await _add(request, TrackIn, _write_track, _track_added)
+
+
+async def _add_album(request: web.Request) -> web.Response:
+    return await _add(request, AlbumIn, _write_album, _album_added)
 
 
 async def _healthz(_request: web.Request) -> web.Response:

@@ -20,14 +20,7 @@ import asyncpg
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from outbox_relay.domain.limits import (
-    ALBUM_MAX_TRACKS,
-    ISRC_MAX_LENGTH,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
-    TEXT_MAX_LENGTH,
-    URL_MAX_LENGTH,
-)
+from outbox_relay.domain import limits
 from outbox_relay.write.models import AlbumIn, TrackIn, field_errors
 
 TRACK: dict[str, Any] = {"isrc": "USRC17607839", "title": "t", "artist": "a", "album": "b"}
@@ -66,18 +59,18 @@ class Limit:
 
 LIMITS = [
     *(
-        Limit("enqueue_track", name, TEXT_MAX_LENGTH, lambda n: "x" * n)
+        Limit("enqueue_track", name, limits.TEXT_MAX_LENGTH, lambda n: "x" * n)
         for name in ("title", "artist", "album")
     ),
-    Limit("enqueue_track", "isrc", ISRC_MAX_LENGTH, lambda n: "U" * n),
-    Limit("enqueue_track", "artwork_url", URL_MAX_LENGTH, _url, json_key="artworkUrl"),
+    Limit("enqueue_track", "isrc", limits.ISRC_MAX_LENGTH, lambda n: "U" * n),
+    Limit("enqueue_track", "artwork_url", limits.URL_MAX_LENGTH, _url, json_key="artworkUrl"),
     *(
-        Limit("enqueue_album", name, TEXT_MAX_LENGTH, lambda n: "x" * n)
+        Limit("enqueue_album", name, limits.TEXT_MAX_LENGTH, lambda n: "x" * n)
         for name in ("title", "artist", "tracks[0].title", "tracks[0].artist")
     ),
-    Limit("enqueue_album", "tracks[0].isrc", ISRC_MAX_LENGTH, lambda n: "U" * n),
-    Limit("enqueue_album", "artwork_url", URL_MAX_LENGTH, _url, json_key="artworkUrl"),
-    Limit("enqueue_album", "tracks", ALBUM_MAX_TRACKS, lambda n: [{"title": "t"}] * n),
+    Limit("enqueue_album", "tracks[0].isrc", limits.ISRC_MAX_LENGTH, lambda n: "U" * n),
+    Limit("enqueue_album", "artwork_url", limits.URL_MAX_LENGTH, _url, json_key="artworkUrl"),
+    Limit("enqueue_album", "tracks", limits.ALBUM_MAX_TRACKS, lambda n: [{"title": "t"}] * n),
 ]
 
 
@@ -154,7 +147,7 @@ async def test_sql_and_models_take_the_edge_and_refuse_one_past_it(
 async def test_the_checks_of_migration_001_take_the_same_edge(
     conn: asyncpg.Connection, limit: Limit
 ) -> None:
-    body = {**limit.body(limit.limit), "priority": PRIORITY_MAX + 1}
+    body = {**limit.body(limit.limit), "priority": limits.PRIORITY_MAX + 1}
     refused = await _sql_error(conn, body, track=True)
     assert refused is not None
     assert refused.startswith("enqueue_track: priority must be")
@@ -163,10 +156,10 @@ async def test_the_checks_of_migration_001_take_the_same_edge(
 @pytest.mark.parametrize(
     ("priority", "allowed"),
     [
-        (PRIORITY_MIN - 1, False),
-        (PRIORITY_MIN, True),
-        (PRIORITY_MAX, True),
-        (PRIORITY_MAX + 1, False),
+        (limits.PRIORITY_MIN - 1, False),
+        (limits.PRIORITY_MIN, True),
+        (limits.PRIORITY_MAX, True),
+        (limits.PRIORITY_MAX + 1, False),
     ],
 )
 async def test_sql_and_models_agree_on_the_priority_range(
@@ -178,6 +171,6 @@ async def test_sql_and_models_agree_on_the_priority_range(
     assert (_model_error(TrackIn, body) is None) is allowed
     if not allowed:
         assert refused == (
-            f"enqueue_track: priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX} "
-            f"(got {priority})"
+            "enqueue_track: priority must be an integer from "
+            f"{limits.PRIORITY_MIN} to {limits.PRIORITY_MAX} (got {priority})"
         )

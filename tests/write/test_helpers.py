@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import set_json_dumps
 
 from outbox_relay.db.connection import NOTIFY_CHANNEL
+from outbox_relay.db.queries import QUERIES, psycopg_form
 from outbox_relay.write import asyncpg as pg_async
 from outbox_relay.write import psycopg as pg_psycopg
 
@@ -51,8 +52,6 @@ OUTBOX_ROW = (
     "SELECT kind, isrc, title, artist, album, artwork_url, priority, force, tracks, status, "
     "parent_id FROM outbox.messages WHERE id = %s"
 )
-LIBRARY_TRACK = "INSERT INTO library.tracks (title, artist, album, outbox_id) VALUES "
-LIBRARY_ALBUM = "INSERT INTO library.albums (title, artist, tracks, outbox_id) VALUES "
 
 
 class Rollback(Exception):
@@ -62,29 +61,31 @@ class Rollback(Exception):
 # -- one writer per driver: a library row and its outbox row, in one transaction ---------------
 
 
+def library_row(kind: str, args: dict[str, Any], outbox_id: int) -> tuple[str, tuple[Any, ...]]:
+    """The write API's statement (write.sql) and parameters for the library row of a write."""
+    artwork_url = args.get("artwork_url")
+    if kind == "track":
+        return "insert_library_track", (
+            args.get("isrc"),
+            args["title"],
+            args["artist"],
+            args["album"],
+            artwork_url,
+            outbox_id,
+        )
+    tracks = orjson.dumps(args["tracks"]).decode()
+    return "insert_library_album", (args["title"], args["artist"], artwork_url, tracks, outbox_id)
+
+
 async def write_asyncpg(dsn: str, kind: str, args: dict[str, Any], rollback: bool) -> int:
     conn = await asyncpg.connect(dsn)
     outbox_id = 0
     try:
         async with conn.transaction():
-            if kind == "track":
-                outbox_id = await pg_async.enqueue_track(conn, **args)
-                await conn.execute(
-                    LIBRARY_TRACK + "($1, $2, $3, $4)",
-                    args["title"],
-                    args["artist"],
-                    args["album"],
-                    outbox_id,
-                )
-            else:
-                outbox_id = await pg_async.enqueue_album(conn, **args)
-                await conn.execute(
-                    LIBRARY_ALBUM + "($1, $2, $3::text::jsonb, $4)",
-                    args["title"],
-                    args["artist"],
-                    orjson.dumps(args["tracks"]).decode(),
-                    outbox_id,
-                )
+            enqueue = pg_async.enqueue_track if kind == "track" else pg_async.enqueue_album
+            outbox_id = await enqueue(conn, **args)
+            name, params = library_row(kind, args, outbox_id)
+            await conn.execute(QUERIES[name], *params)
             if rollback:
                 raise Rollback
     except Rollback:
@@ -100,23 +101,10 @@ async def write_psycopg(dsn: str, kind: str, args: dict[str, Any], rollback: boo
     with psycopg.connect(dsn, autocommit=True) as conn:
         try:
             with conn.transaction():
-                if kind == "track":
-                    outbox_id = pg_psycopg.enqueue_track(conn, **args)
-                    conn.execute(
-                        LIBRARY_TRACK + "(%s, %s, %s, %s)",
-                        (args["title"], args["artist"], args["album"], outbox_id),
-                    )
-                else:
-                    outbox_id = pg_psycopg.enqueue_album(conn, **args)
-                    conn.execute(
-                        LIBRARY_ALBUM + "(%s, %s, %s::jsonb, %s)",
-                        (
-                            args["title"],
-                            args["artist"],
-                            orjson.dumps(args["tracks"]).decode(),
-                            outbox_id,
-                        ),
-                    )
+                enqueue = pg_psycopg.enqueue_track if kind == "track" else pg_psycopg.enqueue_album
+                outbox_id = enqueue(conn, **args)
+                name, params = library_row(kind, args, outbox_id)
+                conn.execute(psycopg_form(QUERIES[name]), params)
                 if rollback:
                     raise Rollback
         except Rollback:
@@ -129,23 +117,14 @@ async def write_psycopg_async(dsn: str, kind: str, args: dict[str, Any], rollbac
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         try:
             async with conn.transaction():
-                if kind == "track":
-                    outbox_id = await pg_psycopg.enqueue_track_async(conn, **args)
-                    await conn.execute(
-                        LIBRARY_TRACK + "(%s, %s, %s, %s)",
-                        (args["title"], args["artist"], args["album"], outbox_id),
-                    )
-                else:
-                    outbox_id = await pg_psycopg.enqueue_album_async(conn, **args)
-                    await conn.execute(
-                        LIBRARY_ALBUM + "(%s, %s, %s::jsonb, %s)",
-                        (
-                            args["title"],
-                            args["artist"],
-                            orjson.dumps(args["tracks"]).decode(),
-                            outbox_id,
-                        ),
-                    )
+                enqueue = (
+                    pg_psycopg.enqueue_track_async
+                    if kind == "track"
+                    else pg_psycopg.enqueue_album_async
+                )
+                outbox_id = await enqueue(conn, **args)
+                name, params = library_row(kind, args, outbox_id)
+                await conn.execute(psycopg_form(QUERIES[name]), params)
                 if rollback:
                     raise Rollback
         except Rollback:
@@ -194,7 +173,7 @@ async def test_committed_track_writes_its_outbox_row(
     assert rows == [
         (
             "track",
-            args["isrc"],
+            args.get("isrc"),
             args["title"],
             args["artist"],
             args["album"],
