@@ -199,3 +199,72 @@ def hanging_tcp_server() -> Iterator[int]:
         yield listener.getsockname()[1]
     finally:
         listener.close()
+
+
+@dataclass
+class WorkerProcess(RelayProcess):
+    """``outbox-relay worker`` (by default ``--with-relay``) as an OS process.
+
+    ``http_port`` is the worker's (``/api/inngest``, ``/healthz``, ``/readyz``, ``/metrics``); with
+    the relay in the same process, its ``/readyz`` includes the relay's checks, and the relay's
+    own surface is on ``relay_http_port``.
+    """
+
+    relay_http_port: int = 0
+
+    @property
+    def serve_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/api/inngest"
+
+
+#: Settings for tests that spawn a worker: no throttle (a test must not wait out the 11th start
+#: of a minute), retries and relay knobs quick.
+WORKER_TEST_ENV: Mapping[str, str] = {
+    **TEST_ENV,
+    "OUTBOX_WORKER_THROTTLE_LIMIT": "0",
+    "OUTBOX_WORKER_SHUTDOWN_TIMEOUT": "10",
+    "OUTBOX_LOG_LEVEL": "info",
+}
+
+
+def spawn_worker(
+    *,
+    name: str,
+    dsn: str,
+    event_api_base_url: str,
+    log_dir: Path,
+    qdrant_path: Path,
+    with_relay: bool = True,
+    worker_port: int | None = None,
+    env: Mapping[str, str] = WORKER_TEST_ENV,
+) -> WorkerProcess:
+    """Starts ``python -m outbox_relay worker [--with-relay]``; returns once started, not ready.
+
+    Give ``worker_port`` to restart a worker where Inngest (the stand-in) already calls it.
+    """
+    port = worker_port or free_port()
+    relay_port = free_port()
+    log_path = log_dir / f"{name}.log"
+    restarts = 1
+    while log_path.exists():
+        restarts += 1
+        log_path = log_dir / f"{name}-{restarts}.log"
+    variables = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)},
+        "DATABASE_URL": dsn,
+        "INNGEST_EVENT_API_BASE_URL": event_api_base_url,
+        "INNGEST_DEV": "1",
+        "QDRANT_PATH": str(qdrant_path),
+        "OUTBOX_WORKER_HOST": "127.0.0.1",
+        "OUTBOX_WORKER_PORT": str(port),
+        "OUTBOX_HTTP_HOST": "127.0.0.1",
+        "OUTBOX_HTTP_PORT": str(relay_port),
+        "OUTBOX_REPLICA_ID": name,
+        **env,
+    }
+    args = [sys.executable, "-m", "outbox_relay", "worker"]
+    if with_relay:
+        args.append("--with-relay")
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(args, env=variables, stdout=out, stderr=subprocess.STDOUT)
+    return WorkerProcess(name, proc, port, log_path, relay_http_port=relay_port)

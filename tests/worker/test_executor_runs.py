@@ -146,3 +146,15 @@ async def test_batch_reprocess_forces_known_isrcs_and_reports_unknown(
     assert {r.event["data"]["title"] for r in forced} == {"Bohemian Rhapsody", "One"}
     status = await synced.store.status([ISRC, "GBAYE0000001"])
     assert {row["status"] for row in status.values()} == {"indexed"}
+
+
+async def test_an_index_down_for_a_while_is_retried_and_the_track_indexed(
+    synced: Worker,
+) -> None:
+    synced.index.fail_next = 3
+    await send(synced, requested(DATA, f"track-ingestion-{ISRC}"))
+    [run] = await synced.standin.executor.wait_for_status(TRACK_FN, "completed")
+    assert run.attempts == 4
+    assert list(synced.index.points) == [point_id(ISRC)]
+    row = (await synced.store.status([ISRC]))[ISRC]
+    assert (row["status"], row["attempts"]) == ("indexed", 4)
