@@ -132,7 +132,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"outbox-relay {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    _command(commands, "migrate", "apply migrations/ (idempotent, safe from many replicas)")
+    migrate = _command(
+        commands, "migrate", "apply migrations/ (idempotent, safe from many replicas)"
+    )
+    migrate.add_argument(
+        "--sql",
+        metavar="NNN",
+        type=int,
+        help="print migration NNN as SQL for an admin to run with psql (it records itself), "
+        "and exit; for a migration skipped for a privilege the migrating role lacks",
+    )
 
     relay = _command(commands, "relay", "run the relay until SIGTERM/SIGINT")
     relay.add_argument("--http-port", type=int, help="health/metrics port (OUTBOX_HTTP_PORT)")
@@ -231,12 +240,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "migrate":
-        from outbox_relay.db.migrate import migrate
+        from outbox_relay.db.migrate import admin_sql, migrate_with_report
 
-        applied = await migrate(settings.require_database_url())
+        if args.sql is not None:
+            print(admin_sql(args.sql), end="")
+            return 0
+        migrated = await migrate_with_report(settings.require_database_url())
+        applied = migrated.applied
         print(
             f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
         )
+        for skipped in migrated.skipped:
+            print(f"outbox-relay migrate: {skipped.notice()}", file=sys.stderr)
         return 0
     if args.command == "relay":
         from outbox_relay.apps.relay import RelayService

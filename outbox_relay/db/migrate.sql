@@ -18,6 +18,12 @@ CREATE TABLE IF NOT EXISTS outbox.schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
+-- name: migrations_role
+-- Who is migrating: migrations that need CREATEROLE are skipped without it (see migrate.py).
+SELECT rolname, rolsuper, rolcreaterole, current_database() AS database
+FROM pg_catalog.pg_roles
+WHERE rolname = current_user;
+
 -- name: migrations_applied
 SELECT version, name, checksum FROM outbox.schema_migrations;
 
