@@ -123,7 +123,7 @@ class IngestionStore:
     async def ping(self) -> None:
         """Raises when the database cannot be reached (readiness)."""
         pool = await self._acquire_pool()
-        await pool.fetchval("SELECT 1")
+        await pool.fetchval(QUERIES["ping"])
 
     async def close(self) -> None:
         if self._pool is not None:

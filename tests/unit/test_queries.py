@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,36 @@ def test_psycopg_form_replaces_parameters_in_order_and_doubles_percent_signs() -
 def test_psycopg_form_refuses_what_has_no_positional_form(sql: str) -> None:
     with pytest.raises(ValueError, match="no positional psycopg form"):
         psycopg_form(sql)
+
+
+_SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE|ALTER|DROP|LISTEN)\s")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring nodes of ``tree`` (usage examples there may show SQL)."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            found.add(id(body[0].value))
+    return found
+
+
+def test_product_modules_hold_no_sql_in_python_strings() -> None:
+    """STYLE.md habit 1: SQL lives in .sql files (the test equipment is not product code)."""
+    package = DB.parent
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        if "testing" in path.relative_to(package).parts:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and _SQL_START.match(node.value)
+            ):
+                offenders.append(f"{path.relative_to(package.parent)}:{node.lineno}")
+    assert offenders == [], "move these statements into a .sql file of outbox_relay/db"
