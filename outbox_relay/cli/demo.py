@@ -10,27 +10,39 @@ them would claim real outbox rows and publish them to the stand-in, where they a
 the explicit ``--database-url`` and ``--event-api-url`` flags bring in servers of the user's; even
 then the demo works in a database of its own (``outbox_relay_demo_<random>``, dropped at the end)
 and refuses to start a relay on an outbox holding rows it did not write.
+
+Everything temporary lives in one folder (``$TMPDIR/outbox-relay-demo-*``: the PostgreSQL
+cluster, embedded Qdrant), removed when the demo ends, however it ends: after the walkthrough,
+on Ctrl-C or SIGTERM (signal handlers only stop the work; the cleanup runs as the stack unwinds),
+and after a SIGKILL by the next demo, which sweeps folders whose owner process is gone. The
+structured logs go to ``$XDG_STATE_HOME/outbox-relay/demo.log`` (``~/.local/state/...``), one file
+rewritten by each run, so they can be read afterwards without piling up in /tmp.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import shutil
+import signal
+import socket
 import sys
 import tempfile
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import asyncpg
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from outbox_relay.cli.progress import Progress
 from outbox_relay.config import Settings
 from outbox_relay.db.migrate import migrate
 from outbox_relay.db.queries import QUERIES
@@ -39,6 +51,8 @@ from outbox_relay.errors import ConfigurationError
 from outbox_relay.http.server import start_site
 from outbox_relay.logs import configure_logging
 
+WORKDIR_PREFIX: Final = "outbox-relay-demo-"
+_OWNER_FILE: Final = "owner"
 # Every demo database starts with this, so an operator can tell one (and a leftover) at a glance.
 DEMO_DATABASE_PREFIX = "outbox_relay_demo_"
 ALREADY_INDEXED = "GBAYE0601498"
@@ -67,8 +81,8 @@ SAMPLE_ALBUM: dict[str, Any] = {
 }
 
 
-def say(text: str = "") -> None:
-    print(text, flush=True)
+progress = Progress()
+say = progress.say
 
 
 def _redact(dsn: str) -> str:
@@ -80,6 +94,19 @@ def _redact(dsn: str) -> str:
     return f"{user}{host}{port}{parts.path or '/'}"
 
 
+@dataclass
+class _Env:
+    """What the walkthrough and the banner need of the running stack."""
+
+    dsn: str
+    password: bool
+    standin: Any
+    api_url: str
+    relay_url: str
+    admin_token: str
+    event_api: str
+
+
 async def run_demo(
     settings: Settings,
     *,
@@ -87,35 +114,117 @@ async def run_demo(
     database_url: str | None = None,
     event_api_url: str | None = None,
 ) -> int:
-    """Runs the demo; ``database_url``/``event_api_url`` come only from explicit flags."""
-    workdir = Path(tempfile.mkdtemp(prefix="outbox-relay-demo-"))
-    # Outside the throwaway folder, so it can be read after the demo cleaned up.
-    log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in the finally below
-        "w", prefix="outbox-relay-demo-", suffix=".log", delete=False
+    """Runs the demo; ``database_url``/``event_api_url`` come only from explicit flags.
+
+    Returns 0, or 128 + the signal's number when a signal stopped the walkthrough (with
+    ``serve``, a signal after the walkthrough is the normal way out and returns 0).
+    """
+    workdir = _make_workdir()
+    admin_token = secrets.token_urlsafe(24)
+    log_path, log_file = _open_log(workdir)
+    configure_logging(
+        settings.log_level, "json", [*settings.secrets(), admin_token], stream=log_file
     )
-    log_path = log_file.name
-    configure_logging(settings.log_level, "json", settings.secrets(), stream=log_file)
-    try:
-        async with _stack(settings, workdir, database_url, event_api_url) as env:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[signal.Signals] = []
+    serving = False
+
+    async def demo() -> None:
+        nonlocal serving
+        async with _stack(settings, workdir, database_url, event_api_url, admin_token) as env:
             await _walkthrough(env)
             say(f"\nStructured logs of this run: {log_path}")
             if serve:
-                say("\nServing until Ctrl-C:")
-                say(f"  write API      {env['api_url']}/v1/library/tracks  (POST JSON)")
-                say(f"  relay metrics  http://127.0.0.1:{env['relay'].http_port}/metrics")
-                say(f"  database       {env['dsn']}")
-                await asyncio.Event().wait()
+                _print_serve_banner(env, log_path)
+                serving = True
+                await stop.wait()
+            say(f"\nStopping, and removing {workdir}")
+
+    work = asyncio.create_task(demo(), name="demo")
+
+    def on_signal(sig: signal.Signals) -> None:
+        # Only stops the work; the cleanup runs as the stack unwinds, and a second signal
+        # must not interrupt it.
+        if received:
+            return
+        received.append(sig)
+        if serving:
+            stop.set()
+        else:
+            say(f"\n{sig.name}: stopping, and removing {workdir}")
+            work.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await work
+    except asyncio.CancelledError:
+        if not received:
+            raise
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        shutil.rmtree(workdir, ignore_errors=True)
         log_file.close()
-        if not serve:
-            shutil.rmtree(workdir, ignore_errors=True)
+    if received and not serving:
+        print(
+            f"demo: stopped by {received[0].name}; removed {workdir} and everything it started",
+            file=sys.stderr,
+        )
+        return 128 + received[0].value
     return 0
+
+
+def _open_log(workdir: Path) -> tuple[Path, Any]:
+    """The run's log file: in the state folder, else (unwritable) in the throwaway folder."""
+    try:
+        state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        path = Path(state) / "outbox-relay" / "demo.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path, path.open("w", encoding="utf-8")
+    except (OSError, RuntimeError):  # RuntimeError: no home folder to be found
+        path = workdir / "demo.log"
+        return path, path.open("w", encoding="utf-8")
+
+
+def _make_workdir() -> Path:
+    """The run's one temporary folder, stamped with its owner so a later run can sweep it."""
+    _sweep_stale_workdirs()
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
+    (workdir / _OWNER_FILE).write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    # When root, PostgreSQL runs as another user, who must get through to its folder in here.
+    workdir.chmod(0o711)
+    return workdir
+
+
+def _sweep_stale_workdirs() -> None:
+    """Removes the folders of demos that died without cleaning up (SIGKILL, power loss)."""
+    host = socket.gethostname()
+    for folder in Path(tempfile.gettempdir()).glob(WORKDIR_PREFIX + "*"):
+        try:
+            pid_text, owner_host = (folder / _OWNER_FILE).read_text().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if owner_host != host or pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 @contextlib.asynccontextmanager
 async def _stack(
-    settings: Settings, workdir: Path, database_url: str | None, event_api_url: str | None
-) -> AsyncIterator[dict[str, Any]]:
+    settings: Settings,
+    workdir: Path,
+    database_url: str | None,
+    event_api_url: str | None,
+    admin_token: str,
+) -> AsyncIterator[_Env]:
     """Starts every part, embedded unless a flag names a server; stops them in reverse."""
     from outbox_relay.apps.relay import RelayService
     from outbox_relay.http.write_api import create_app
@@ -125,16 +234,20 @@ async def _stack(
     async with contextlib.AsyncExitStack() as stack:
         say("outbox-relay demo\n=================")
         if database_url is None:
-            pg = LocalPostgres()
+            pg = LocalPostgres(parent_dir=workdir)
             # Registered before the start: a start interrupted half-way is cleaned up too.
             stack.callback(pg.cleanup)
-            await asyncio.to_thread(pg.start)
+            with progress.step("starting PostgreSQL (initdb, then a server of the demo's own)"):
+                await asyncio.to_thread(pg.start)
             admin_dsn = pg.dsn
             server = f"a throwaway local server on 127.0.0.1:{pg.port} (binaries: {pg.bindir})"
         else:
             admin_dsn = database_url
             server = f"YOUR server {_redact(database_url)} (--database-url)"
-        dsn = await _own_database(stack, admin_dsn)
+        with progress.step("creating the demo's database and applying the migrations"):
+            dsn = await _own_database(stack, admin_dsn)
+            await migrate(dsn)
+            await _refuse_rows_it_did_not_write(dsn)
         say(f"PostgreSQL   {server},")
         say(
             f"             database {urllib.parse.urlsplit(dsn).path[1:]} "
@@ -145,10 +258,9 @@ async def _stack(
                 "             DATABASE_URL is set and left alone: the demo never uses it "
                 "(--database-url URL runs it on a server of yours, in a database of its own)"
             )
-        await migrate(dsn)
-        await _refuse_rows_it_did_not_write(dsn)
 
         standin: EventApiStandIn | None = None
+        event_key = settings.inngest_event_key
         if event_api_url is not None:
             origin = event_api_url.rstrip("/")
             say(f"Event API    {origin} (--event-api-url)")
@@ -156,6 +268,8 @@ async def _stack(
             standin = EventApiStandIn()
             origin = await standin.start()
             stack.push_async_callback(standin.stop)
+            # A key of the user's environment is for their Inngest, not for the stand-in.
+            event_key = None
             say(f"Event API    LOCAL STAND-IN of Inngest's Event API at {origin}")
             say(
                 "             (--event-api-url http://127.0.0.1:8288 publishes to a real Inngest "
@@ -163,7 +277,8 @@ async def _stack(
             )
 
         qdrant_path = workdir / "qdrant"
-        await _seed_qdrant(qdrant_path, settings.qdrant_collection)
+        with progress.step("indexing one track in embedded Qdrant"):
+            await _seed_qdrant(qdrant_path, settings.qdrant_collection)
         say(
             f"Qdrant       embedded local mode in {qdrant_path}, "
             f"with {ALREADY_INDEXED} already indexed"
@@ -173,32 +288,110 @@ async def _stack(
             update={
                 "database_url": SecretStr(dsn),
                 "inngest_event_api_base_url": origin,
-                "inngest_dev": settings.inngest_dev or "1",
+                "inngest_event_key": event_key,
+                "inngest_dev": "1" if event_key is None else settings.inngest_dev,
                 "qdrant_url": None,
                 "qdrant_path": str(qdrant_path),
                 "http_host": "127.0.0.1",
                 "http_port": 0,
                 "poll_interval": 0.5,
+                "admin_token": SecretStr(admin_token),
             }
         )
-        relay = RelayService(relay_settings, registry=CollectorRegistry())
-        relay_task = asyncio.create_task(relay.run(), name="relay")
+        with progress.step("starting the relay and the write API"):
+            relay = RelayService(relay_settings, registry=CollectorRegistry())
+            relay_task = asyncio.create_task(relay.run(), name="relay")
 
-        async def stop_relay() -> None:
-            relay.stop()
-            await relay_task
+            async def stop_relay() -> None:
+                relay.stop()
+                await relay_task
 
-        stack.push_async_callback(stop_relay)
+            stack.push_async_callback(stop_relay)
+            runner, api_port = await start_site(create_app(dsn), "127.0.0.1", 0)
+            stack.push_async_callback(runner.cleanup)
+            relay_port = await _relay_port(relay, relay_task)
+        say(
+            f"Write API    http://127.0.0.1:{api_port}   Relay    http://127.0.0.1:{relay_port} "
+            f"(replica {settings.replica_id})"
+        )
+        yield _Env(
+            dsn=dsn,
+            password=urllib.parse.urlsplit(dsn).password is not None,
+            standin=standin,
+            api_url=f"http://127.0.0.1:{api_port}",
+            relay_url=f"http://127.0.0.1:{relay_port}",
+            admin_token=admin_token,
+            event_api=origin,
+        )
 
-        runner, api_port = await start_site(create_app(dsn), "127.0.0.1", 0)
-        stack.push_async_callback(runner.cleanup)
-        say(f"Write API    http://127.0.0.1:{api_port}   Relay    replica {settings.replica_id}")
-        yield {
-            "dsn": dsn,
-            "standin": standin,
-            "api_url": f"http://127.0.0.1:{api_port}",
-            "relay": relay,
-        }
+
+async def _relay_port(relay: Any, task: asyncio.Task[None], timeout: float = 30.0) -> int:
+    """The relay's HTTP port, once it listens (or the relay's own error if it failed)."""
+    deadline = time.monotonic() + timeout
+    while relay.http_port is None:
+        if task.done():
+            task.result()
+            raise ConfigurationError("the demo's relay stopped before it listened")
+        if time.monotonic() > deadline:
+            raise ConfigurationError(f"the demo's relay did not listen within {timeout:.0f} s")
+        await asyncio.sleep(0.02)
+    return int(relay.http_port)
+
+
+def _print_serve_banner(env: _Env, log_path: Path) -> None:
+    """Everything the demo runs, and how to reach it, while it serves."""
+    api, relay = env.api_url, env.relay_url
+    safe_dsn = _redact(env.dsn)
+    lines = [
+        "",
+        "Serving until Ctrl-C (or SIGTERM); then everything stops and its folders are removed.",
+        "",
+        f"  write API        {api}   POST /v1/library/tracks, /v1/library/albums (JSON)",
+        f"  its OpenAPI      {api}/openapi.json",
+        f"  its health       {api}/healthz, /readyz",
+        f"  relay health     {relay}/healthz, /readyz",
+        f"  relay metrics    {relay}/metrics",
+        f"  relay admin      {relay}/admin/status, POST /admin/requeue (with the token)",
+        f"  admin token      {env.admin_token}",
+    ]
+    if env.standin is not None:
+        control = f"{env.event_api}/_standin"
+        lines += [
+            f"  Event API        {env.event_api}/e/<any key>   (the local stand-in)",
+            f"  stand-in events  {control}/events, /_standin/state",
+            f"  fault switches   {control}/faults   POST one to switch it on, DELETE to clear",
+        ]
+    else:
+        lines.append(f"  Event API        {env.event_api}   (--event-api-url)")
+    lines += [
+        f"  PostgreSQL       {safe_dsn}",
+        f"  logs             {log_path}",
+        "",
+        "From another terminal:",
+        f"  export DATABASE_URL={_with_password_hidden(env.dsn)}"
+        + ("   # and PGPASSWORD, as for your server" if env.password else ""),
+        "  outbox-relay status",
+        f"  curl -X POST {api}/v1/library/tracks -H 'content-type: application/json' \\",
+        """    -d '{"isrc": "GBAYE9200070", "title": "Creep", "artist": "Radiohead", """
+        """"album": "Pablo Honey"}'""",
+        f"  curl {relay}/admin/status -H 'authorization: Bearer {env.admin_token}'",
+    ]
+    if env.standin is not None:
+        lines += [
+            f"  curl -X POST {env.event_api}/_standin/faults \\",
+            """    -d '{"kind": "status_5xx", "status": 503, "times": 3}'   """
+            "# the next 3 requests fail",
+        ]
+    say("\n".join(lines))
+
+
+def _with_password_hidden(dsn: str) -> str:
+    """The URL without its password (``PGPASSWORD`` supplies it), so no secret is printed."""
+    parts = urllib.parse.urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", "@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 async def _own_database(stack: contextlib.AsyncExitStack, admin_dsn: str) -> str:
@@ -284,10 +477,10 @@ async def _seed_qdrant(path: Path, collection: str) -> None:
         await client.close()
 
 
-async def _walkthrough(env: dict[str, Any]) -> None:
+async def _walkthrough(env: _Env) -> None:
     say("\n1. Adding to the library through the write API (each write also enqueues):")
     started = time.monotonic()
-    async with aiohttp.ClientSession(env["api_url"]) as http:
+    async with aiohttp.ClientSession(env.api_url) as http:
         for track in SAMPLE_TRACKS:
             async with http.post("/v1/library/tracks", json=track) as response:
                 body = await response.json()
@@ -302,12 +495,13 @@ async def _walkthrough(env: dict[str, Any]) -> None:
                 f"({len(SAMPLE_ALBUM['tracks'])} tracks) -> {response.status} {body}"
             )
 
-    conn: asyncpg.Connection = await asyncpg.connect(env["dsn"])
+    conn: asyncpg.Connection = await asyncpg.connect(env.dsn)
     try:
-        await _wait_until_drained(conn, timeout=30.0)
+        with progress.step("waiting for the relay to drain the outbox"):
+            await _wait_until_drained(conn, timeout=30.0)
         elapsed = time.monotonic() - started
         say(f"\n2. The relay drained the outbox in {elapsed * 1000:.0f} ms.")
-        standin = env["standin"]
+        standin = env.standin
         if standin is not None:
             _print_events(standin)
         rows = await conn.fetch(QUERIES["demo_skipped_tracks"])
@@ -342,6 +536,8 @@ async def _wait_until_drained(conn: asyncpg.Connection, *, timeout: float) -> No
         if pending == 0:
             return
         if time.monotonic() > deadline:
-            print(f"demo: {pending} rows still pending after {timeout:.0f} s", file=sys.stderr)
-            raise SystemExit(1)
+            raise ConfigurationError(
+                f"{pending} demo rows still pending after {timeout:.0f} s: the relay is not "
+                "publishing (see the demo's log)"
+            )
         await asyncio.sleep(0.05)

@@ -8,10 +8,20 @@ on an outbox holding rows the demo did not write.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, LiteralString
 
 import psycopg
@@ -151,3 +161,149 @@ def test_database_url_flag_leaves_a_server_as_it_found_it_or_refuses(
     assert "1 row(s) the demo did not write" in lines[0]
     assert snapshot(template1) == before
     assert demo_databases(admin) == []
+
+
+# -- demo --serve: what it lists, and that a signal leaves nothing behind ---------------------
+
+
+class ServingDemo:
+    """A ``demo --serve`` process, its output file and its own temporary folder."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        # Not under tmp_path (0700): when root, PostgreSQL runs as another user, who must get
+        # through every parent folder.
+        self.tmp = Path(tempfile.mkdtemp(prefix="outbox-demo-test-"))
+        self.tmp.chmod(0o711)
+        self.state = tmp_path / "state"
+        self.out_path = tmp_path / "stdout.txt"
+        self.err_path = tmp_path / "stderr.txt"
+        base = {k: v for k, v in os.environ.items() if k not in USER_ENV}
+        # Its own TMPDIR: what it leaves behind is then exactly what is in there.
+        env = {**base, "TMPDIR": str(self.tmp), "XDG_STATE_HOME": str(self.state)}
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "outbox_relay", "demo", "--serve", *args],
+                env=env,
+                stdout=out,
+                stderr=err,
+            )
+
+    @property
+    def out(self) -> str:
+        return self.out_path.read_text()
+
+    def wait_for_output(self, text: str, timeout: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.out:
+            if self.proc.poll() is not None:
+                pytest.fail(f"demo exited {self.proc.returncode}:\n{self.out}\n{self.err}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {text!r} after {timeout} s:\n{self.out}")
+            time.sleep(0.05)
+        return self.out
+
+    @property
+    def err(self) -> str:
+        return self.err_path.read_text()
+
+    def stop(self, sig: signal.Signals, timeout: float = 60.0) -> int:
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"demo still running {timeout} s after {sig.name}:\n{self.out}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def serving(tmp_path: Path) -> Iterator[Callable[..., ServingDemo]]:
+    started: list[ServingDemo] = []
+
+    def start(*args: str) -> ServingDemo:
+        started.append(ServingDemo(tmp_path, *args))
+        return started[-1]
+
+    yield start
+    for demo_process in started:
+        demo_process.close()
+
+
+def banner_value(out: str, label: str) -> str:
+    match = re.search(rf"^  {re.escape(label)} +(\S+)", out, re.MULTILINE)
+    assert match, (label, out)
+    return match.group(1)
+
+
+def http(url: str, *, method: str = "GET", body: bytes | None = None, **headers: str) -> Any:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_lists_what_it_runs_and_a_signal_removes_every_folder(
+    serving: Callable[..., ServingDemo], sig: signal.Signals
+) -> None:
+    demo_process = serving()
+    out = demo_process.wait_for_output("_standin/faults \\")
+    api = banner_value(out, "write API")
+    relay = banner_value(out, "relay metrics").removesuffix("/metrics")
+    token = banner_value(out, "admin token")
+    events = banner_value(out, "stand-in events").rstrip(",")
+    faults = banner_value(out, "fault switches")
+    database_url = re.search(r"export DATABASE_URL=(\S+)", out)
+    assert database_url, out
+    assert any(demo_process.tmp.iterdir()), "the demo's folder should be in its TMPDIR"
+
+    status, body = http(banner_value(out, "its OpenAPI"))
+    assert status == 200 and json.loads(body)["openapi"].startswith("3.")
+    assert http(f"{api}/healthz")[0] == 200
+    assert http(f"{relay}/healthz")[0] == 200
+    assert b"outbox_relay_" in http(f"{relay}/metrics")[1]
+    assert http(f"{relay}/admin/status")[0] == 401
+    assert http(f"{relay}/admin/status", authorization=f"Bearer {token}")[0] == 200
+    assert json.loads(http(events)[1])["event_count"] == 6
+    fault = json.dumps({"kind": "status_5xx", "status": 503, "times": 1}).encode()
+    assert http(faults, method="POST", body=fault)[0] == 200
+    assert http(faults, method="DELETE")[0] == 200
+    # The export line is enough for `outbox-relay status` from another terminal.
+    base = {k: v for k, v in os.environ.items() if k not in USER_ENV}
+    status_run = subprocess.run(
+        [sys.executable, "-m", "outbox_relay", "status", "--json"],
+        env={**base, "DATABASE_URL": database_url.group(1)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert status_run.returncode == 0, status_run.stderr
+    counts = {row["status"]: row["count"] for row in json.loads(status_run.stdout)["statuses"]}
+    assert counts["published"] == 6
+
+    assert demo_process.stop(sig) == 0, demo_process.err
+    assert list(demo_process.tmp.iterdir()) == []
+    port = urllib.parse.urlsplit(database_url.group(1)).port
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2)
+    assert (demo_process.state / "outbox-relay" / "demo.log").stat().st_size > 0
+
+
+def test_a_signal_while_it_starts_removes_every_folder(
+    serving: Callable[..., ServingDemo],
+) -> None:
+    demo_process = serving()
+    demo_process.wait_for_output("... starting PostgreSQL")
+    assert demo_process.stop(signal.SIGTERM) == 128 + signal.SIGTERM
+    assert "stopped by SIGTERM" in demo_process.err
+    assert "Traceback" not in demo_process.err
+    assert list(demo_process.tmp.iterdir()) == []
