@@ -27,6 +27,7 @@ from typing import Final
 
 import asyncpg
 import structlog
+from psycopg import sql
 
 from outbox_relay.db.queries import QUERIES
 from outbox_relay.errors import MigrationError
@@ -164,12 +165,16 @@ def admin_sql(version: int, folder: Path | None = None) -> str:
     if not found:
         raise MigrationError(f"there is no migration numbered {version:03d}")
     migration = found[0]
-    # A script for psql, so the record's values are written out. They cannot need quoting:
-    # the version is an int, the name matched [a-z0-9_]+ and the checksum is hex.
+    # A script for psql, so the record's values are written out, as literals quoted by psycopg.
+    # The template is the package's own text (migrate.sql), never input.
+    template = sql.SQL(QUERIES["migration_record_script"])
     record = (
-        "INSERT INTO outbox.schema_migrations (version, name, checksum)\n"
-        f"VALUES ({migration.version}, '{migration.name}', '{migration.checksum}')\n"
-        "ON CONFLICT (version) DO NOTHING;\n"
+        template.format(
+            version=sql.Literal(migration.version),
+            name=sql.Literal(migration.name),
+            checksum=sql.Literal(migration.checksum),
+        ).as_string(None)
+        + ";\n"
     )
     need = f" (needs {migration.requires})" if migration.requires else ""
     return (

@@ -30,3 +30,11 @@ SELECT version, name, checksum FROM outbox.schema_migrations;
 -- name: migration_record
 -- In the migration's own transaction: the migration and its record commit together.
 INSERT INTO outbox.schema_migrations (version, name, checksum) VALUES ($1, $2, $3);
+
+-- name: migration_record_script
+-- The record that ends the script `outbox-relay migrate --sql NNN` prints for an admin to run
+-- with psql (not by this driver, so no parameters): admin_sql writes the values in as literals
+-- with psycopg's quoting ({version}, {name}, {checksum}), never by string formatting.
+INSERT INTO outbox.schema_migrations (version, name, checksum)
+VALUES ({version}, {name}, {checksum})
+ON CONFLICT (version) DO NOTHING;
