@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from outbox_relay.domain import limits
+
 WHITESPACE = " \t\n\r\f\x0b"
 
 
@@ -48,16 +50,21 @@ URLS = st.one_of(
             "http://x",
         ]
     ),
-    # lengths 2045 to 2049 around the 2048 limit
-    st.integers(2037, 2041).map(lambda n: "https://" + "a" * n),
+    # lengths around the URL limit (2045 to 2049 for 2048)
+    st.integers(limits.URL_MAX_LENGTH - 11, limits.URL_MAX_LENGTH - 7).map(
+        lambda n: "https://" + "a" * n
+    ),
 )
 
+LOW, HIGH = limits.PRIORITY_MIN, limits.PRIORITY_MAX
 FIELDS = (
-    _text(64),
-    _text(1000),
-    _text(1000),
-    _text(1000),
-    st.one_of(st.none(), st.integers(-602, 602), st.sampled_from([-601, -600, 600, 601])),
+    _text(limits.ISRC_MAX_LENGTH),
+    _text(limits.TEXT_MAX_LENGTH),
+    _text(limits.TEXT_MAX_LENGTH),
+    _text(limits.TEXT_MAX_LENGTH),
+    st.one_of(
+        st.none(), st.integers(LOW - 2, HIGH + 2), st.sampled_from([LOW - 1, LOW, HIGH, HIGH + 1])
+    ),
     URLS,
 )
 VALID = ("USRC17607839", "Song", "Artist", "Album", 0, "https://img.example/a.jpg")
@@ -115,6 +122,8 @@ def test_the_fast_path_accepts_exactly_what_the_checks_accept(
     isrc, title, artist, album, priority, artwork_url = arguments
     got = _error(conn, ENQUEUE, (isrc, title, artist, album, priority, artwork_url))
     expected = _error(conn, CHECKS, (isrc, title, artist, album, artwork_url))
-    if expected is None and priority is not None and not -600 <= priority <= 600:
-        expected = f"enqueue_track: priority must be an integer from -600 to 600 (got {priority})"
+    if expected is None and priority is not None and not LOW <= priority <= HIGH:
+        expected = (
+            f"enqueue_track: priority must be an integer from {LOW} to {HIGH} (got {priority})"
+        )
     assert got == expected
