@@ -54,6 +54,22 @@ async def wait_for_line(proc: subprocess.Popen[bytes], log_path: Path, needle: s
         await asyncio.sleep(0.02)
 
 
+async def wait_for_backend_gone(env: ScanEnv) -> None:
+    """Until PostgreSQL has noticed the killed client and ended its session (and its lock).
+
+    A backend learns that its client died when it next reads the socket: asynchronously. A run
+    started before that finds the lock taken and is skipped (logged), as a scheduled tick would
+    be; the next tick runs. The test waits instead of racing it.
+    """
+    deadline = time.monotonic() + 30
+    while env.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'outbox-relay scan'"
+    ) != [(0,)]:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the killed scan's session is still there after 30 s")
+        await asyncio.sleep(0.02)
+
+
 def contents(env: ScanEnv) -> collections.Counter[str]:
     """The multiset of file contents under the libraries (a lost or doubled file shows)."""
     return collections.Counter(env.files().values())
@@ -76,6 +92,7 @@ async def test_a_scan_killed_at_any_point_loses_nothing_and_the_next_cycle_finis
     await wait_for_line(proc, log_path, '"scan_debug_hold"')
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
+    await wait_for_backend_gone(scan_env)
 
     # Not a file lost, whatever the instant (killed between link and unlink, one file has two
     # names for a moment: the next cycle removes the spare).
