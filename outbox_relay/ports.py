@@ -1,20 +1,139 @@
 """What the loops (the relay, the ingestion worker) need from the outside world, as protocols.
 
-The loops depend on these, not on aiohttp or qdrant-client, so they read as the algorithms they
-are. Each has one real adapter in :mod:`outbox_relay.adapters` and an in-memory fake in
-:mod:`outbox_relay.testing.fakes`.
+The loops depend on these, not on asyncpg, aiohttp or qdrant-client, so they read as the
+algorithms they are and run without PostgreSQL in the fast tier of tests. Each has one real
+implementation (the outbox and its wake-ups in :mod:`outbox_relay.relay.store` and
+:mod:`outbox_relay.relay.listener`, the others in :mod:`outbox_relay.adapters`) and an in-memory
+fake in :mod:`outbox_relay.testing.fakes`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from outbox_relay.domain.audio import AudioTags
 from outbox_relay.domain.events import TrackEvent
 from outbox_relay.domain.ingestion import TrackPoint
 from outbox_relay.errors import EventApiUnavailable
+
+
+class ClaimedRow(Protocol):
+    """One row as a claim returns it, read by column name.
+
+    The columns: ``id``, ``kind`` (``track`` or ``album``), ``parent_id`` (the album a track
+    was fanned out from, else None), ``isrc``, ``title``, ``artist``, ``album``,
+    ``artwork_url``, ``priority``, ``force``, ``attempts`` (charged so far), ``created_at`` (an
+    aware datetime) and ``track_count`` (album rows only, else None). An asyncpg ``Record`` is
+    one; the fakes use a dict.
+    """
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
+@dataclass(slots=True)
+class Outcomes:
+    """The outcome of each row of a batch, as parallel arrays (the shape the SQL unnests).
+
+    ``published`` and ``skipped`` are final; ``failed`` (Inngest rejected the event) charges an
+    attempt and makes the row dead after the store's ``max_attempts``, else claimable after
+    ``retry_in`` seconds; ``released`` (an outage, or out of time) charges nothing and makes
+    the row claimable at once.
+    """
+
+    ids: list[int] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+    event_ids: list[str | None] = field(default_factory=list)
+    inngest_ids: list[str | None] = field(default_factory=list)
+    skip_reasons: list[str | None] = field(default_factory=list)
+    errors: list[str | None] = field(default_factory=list)
+    retry_in: list[float] = field(default_factory=list)
+
+    def _add(
+        self,
+        row_id: int,
+        outcome: str,
+        *,
+        event_id: str | None = None,
+        inngest_id: str | None = None,
+        skip_reason: str | None = None,
+        error: str | None = None,
+        retry_in: float = 0.0,
+    ) -> None:
+        self.ids.append(row_id)
+        self.outcomes.append(outcome)
+        self.event_ids.append(event_id)
+        self.inngest_ids.append(inngest_id)
+        self.skip_reasons.append(skip_reason)
+        self.errors.append(error)
+        self.retry_in.append(retry_in)
+
+    def published(self, row_id: int, event_id: str, inngest_id: str) -> None:
+        self._add(row_id, "published", event_id=event_id, inngest_id=inngest_id)
+
+    def skipped(self, row_id: int, reason: str, event_id: str | None = None) -> None:
+        self._add(row_id, "skipped", skip_reason=reason, event_id=event_id)
+
+    def failed(self, row_id: int, event_id: str, error: str, retry_in: float) -> None:
+        self._add(row_id, "failed", event_id=event_id, error=error, retry_in=retry_in)
+
+    def released(self, row_id: int, event_id: str | None = None) -> None:
+        self._add(row_id, "released", event_id=event_id)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Outbox(Protocol):
+    """The outbox table as the relay loop uses it: claim a batch, record its outcomes.
+
+    A claim is a lease written into the rows, not a transaction held open: the claimed rows
+    stay pending with ``next_attempt_at`` moved a lease ahead, so the rows of a relay that
+    died are claimable again once the lease runs out. ``claim`` and ``record_outcomes`` may run
+    at the same time (the loop records one batch while it claims the next); each is called by
+    one caller at a time. Both raise one of
+    :data:`~outbox_relay.db.connection.CONNECTION_ERRORS` when the database cannot be reached.
+    """
+
+    async def claim(self, limit: int) -> tuple[uuid.UUID, Sequence[ClaimedRow]]:
+        """Claims up to ``limit`` claimable rows under a fresh token, oldest
+        ``next_attempt_at`` first (then by id).
+
+        An album row is fanned out by the same claim: it is returned finished (``fanned_out``,
+        or ``skipped`` as ``no_tracks`` when it has no tracks) with its ``track_count``,
+        followed by one new track row per track, already claimed under the same token.
+        Those do not count towards ``limit``.
+        """
+        ...
+
+    async def record_outcomes(self, token: uuid.UUID, outcomes: Outcomes) -> int:
+        """Records a batch's outcomes in one write; returns how many rows still held
+        ``token`` (rows whose lease ran out and were claimed again are left alone)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class WakeSource(Protocol):
+    """Tells the relay loop that rows may be waiting (LISTEN/NOTIFY in production).
+
+    A hint, never the only path: the loop also polls. ``wake`` is set on a notification
+    (``notified``) and after every (re)connect (``reconnected``: notifications sent while it
+    was down are lost, so the loop sweeps); the loop clears all three.
+    """
+
+    wake: asyncio.Event
+    notified: bool
+    reconnected: bool
+    # set while notifications can arrive (readiness)
+    connected: asyncio.Event
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Delivers wake-ups until ``stop`` is set."""
+        ...
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ from outbox_relay.http.admin import add_admin_routes
 from outbox_relay.http.server import create_app, start_site
 from outbox_relay.metrics import RelayMetrics
 from outbox_relay.ports import IndexChecker
+from outbox_relay.relay.listener import Listener
 from outbox_relay.relay.loop import Relay, RelayConfig, request_timeout
 from outbox_relay.relay.maintenance import Maintenance
 from outbox_relay.relay.store import OutboxStore
@@ -66,13 +67,17 @@ class RelayService:
             api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
         )
         self.relay = Relay(
-            dsn=dsn,
             store=OutboxStore(
                 dsn,
                 replica_id=settings.replica_id,
                 lease_seconds=settings.lease_seconds,
                 max_attempts=settings.max_attempts,
                 synchronous_commit=settings.synchronous_commit,
+            ),
+            listener=Listener(
+                dsn,
+                metrics=self.metrics,
+                backoff=Backoff(settings.backoff_base, settings.backoff_cap),
             ),
             publisher=self.publisher,
             checker=self.checker,

@@ -57,7 +57,7 @@ FROM claimed
 UNION ALL
 SELECT * FROM fanned;
 
--- name: finish
+-- name: record_outcomes
 -- Records the outcome of a claimed batch in one statement. Per row ($2): 'published',
 -- 'skipped', 'failed' (Inngest rejected the event: an attempt is charged and the row is dead
 -- after $8 attempts) or 'released' (an outage: no attempt charged, claimable again at once).

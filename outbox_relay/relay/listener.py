@@ -23,17 +23,18 @@ log = structlog.get_logger(__name__)
 
 
 class Listener:
+    """The real :class:`~outbox_relay.ports.WakeSource`: LISTEN on its own connection."""
+
     def __init__(
         self,
         dsn: str,
         *,
-        on_notify: asyncio.Event,
         metrics: RelayMetrics,
         backoff: Backoff,
         health_interval: float = 5.0,
     ) -> None:
         self._dsn = dsn
-        self._wake = on_notify
+        self.wake = asyncio.Event()
         self._metrics = metrics
         self._backoff = backoff
         self._health_interval = health_interval
@@ -45,7 +46,7 @@ class Listener:
 
     def _on_notification(self, *_: Any) -> None:
         self.notified = True
-        self._wake.set()
+        self.wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Listens until ``stop`` is set, reconnecting with backoff whenever the link drops."""
@@ -77,7 +78,7 @@ class Listener:
             # Catch up on whatever was committed while we were not listening.
             self.reconnected = True
             self.connections += 1
-            self._wake.set()
+            self.wake.set()
             while not stop.is_set() and not lost.is_set():
                 await wait_any(stop, lost, timeout=self._health_interval)
                 if not stop.is_set() and not lost.is_set():

@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import asyncpg
 import structlog
 
 from outbox_relay.aio import wait_event
@@ -31,10 +30,16 @@ from outbox_relay.domain.events import TrackEvent, encode_event
 from outbox_relay.domain.isrc import normalise_isrc, point_id
 from outbox_relay.errors import EventApiUnavailable, IndexCheckError
 from outbox_relay.metrics import RelayMetrics
-from outbox_relay.ports import IndexChecker, Publisher, PublishResult
-from outbox_relay.relay.listener import Listener
+from outbox_relay.ports import (
+    ClaimedRow,
+    IndexChecker,
+    Outbox,
+    Outcomes,
+    Publisher,
+    PublishResult,
+    WakeSource,
+)
 from outbox_relay.relay.maintenance import Maintenance
-from outbox_relay.relay.store import OutboxStore, Outcomes
 
 log = structlog.get_logger("outbox_relay.relay")
 
@@ -70,7 +75,7 @@ def request_timeout(publish_timeout: float, lease_seconds: float) -> float:
 
 
 # A claimed batch: its token, its rows, and when the claim was sent (time.monotonic()).
-_Claim = tuple[uuid.UUID, Sequence[asyncpg.Record], float]
+_Claim = tuple[uuid.UUID, Sequence[ClaimedRow], float]
 
 
 @dataclass(slots=True)
@@ -87,11 +92,11 @@ class _Batch:
     """One claimed batch while it is being processed."""
 
     token: uuid.UUID
-    rows: dict[int, asyncpg.Record] = field(default_factory=dict)
+    rows: dict[int, ClaimedRow] = field(default_factory=dict)
     outcomes: Outcomes = field(default_factory=Outcomes)
     albums: dict[int, _Album] = field(default_factory=dict)
 
-    def album_of(self, row: asyncpg.Record) -> _Album | None:
+    def album_of(self, row: ClaimedRow) -> _Album | None:
         parent = row["parent_id"]
         if parent is None:
             return None
@@ -102,13 +107,18 @@ class _Batch:
 
 
 class Relay:
-    """Moves outbox rows to the Event API until ``stop()`` is called."""
+    """Moves outbox rows to the Event API until ``stop()`` is called.
+
+    Everything outside the process comes in as a port (:mod:`outbox_relay.ports`): the outbox,
+    its wake-ups, the index and the Event API; ``apps/relay.py`` wires the real ones, the fast
+    tier of tests the fakes of :mod:`outbox_relay.testing.fakes`.
+    """
 
     def __init__(
         self,
         *,
-        dsn: str,
-        store: OutboxStore,
+        store: Outbox,
+        listener: WakeSource,
         publisher: Publisher,
         checker: IndexChecker,
         metrics: RelayMetrics,
@@ -122,16 +132,13 @@ class Relay:
         self._metrics = metrics
         self._config = config
         self._stop = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._listener = listener
+        # Set by the listener (a notification, a reconnect), by stop() and when the Event API
+        # comes back; cleared just before each claim.
+        self._wake = listener.wake
         self._db_backoff = Backoff(config.backoff_base, config.backoff_cap)
         self._api_backoff = Backoff(config.backoff_base, config.backoff_cap)
         self._retry = Backoff(config.retry_base, config.retry_cap, floor=config.retry_base / 2)
-        self._listener = Listener(
-            dsn,
-            on_notify=self._wake,
-            metrics=metrics,
-            backoff=Backoff(config.backoff_base, config.backoff_cap),
-        )
         self._outage: EventApiUnavailable | None = None
         self._outage_since = 0.0
         self._lease_margin = lease_margin(config.lease_seconds)
@@ -139,7 +146,7 @@ class Relay:
         # with the monotonic time its claim was sent: its lease runs from then.
         self._ahead: _Claim | None = None
         # The previous batch's outcome being written on the store's second connection while
-        # this batch is claimed and published (see _record_later).
+        # this batch is claimed and published (see _start_recording).
         self._recording: asyncio.Task[None] | None = None
         # Set while the loop waits for work: lets tests and tools act "between batches".
         self.idle = asyncio.Event()
@@ -192,7 +199,7 @@ class Relay:
         finally:
             # The side tasks watch the same event; setting it ends the task group.
             self._stop.set()
-            await self._recorded()
+            await self._await_recording()
             await self._release_ahead()
 
     async def _idle(self) -> None:
@@ -203,7 +210,7 @@ class Relay:
             listener.notified = listener.reconnected = False
             # Nothing to claim: let the last batch's outcome land before sleeping, so that an
             # idle relay has recorded everything it did.
-            await self._recorded()
+            await self._await_recording()
         self.idle.set()
         try:
             woke = await wait_event(self._wake, self._config.poll_interval)
@@ -254,7 +261,7 @@ class Relay:
         started = time.perf_counter()
         batch = _Batch(token)
         claimed = 0
-        tracks: list[asyncpg.Record] = []
+        tracks: list[ClaimedRow] = []
         for row in rows:
             if row["parent_id"] is None:
                 claimed += 1
@@ -276,11 +283,11 @@ class Relay:
             # another replica could claim and publish the same rows while we still work on them.
             deadline = claimed_at + self._config.lease_seconds - self._lease_margin
             result = await self._publisher.publish(events, deadline) if events else PublishResult()
-            self._record(batch, result)
+            self._tally(batch, result)
         finally:
             if claim_ahead is not None:
                 self._ahead = await self._collect(claim_ahead, ahead_sent_at)
-        await self._record_later(batch, started)
+        await self._start_recording(batch, started)
         if result.outage is not None:
             self._enter_outage(result.outage, unsent=len(result.unsent))
             await self._release_ahead()
@@ -295,7 +302,7 @@ class Relay:
 
     @staticmethod
     async def _collect(
-        claim: asyncio.Task[tuple[uuid.UUID, Sequence[asyncpg.Record]]], sent_at: float
+        claim: asyncio.Task[tuple[uuid.UUID, Sequence[ClaimedRow]]], sent_at: float
     ) -> _Claim | None:
         try:
             token, rows = await claim
@@ -308,7 +315,7 @@ class Relay:
         ahead, self._ahead = self._ahead, None
         if ahead is None:
             return
-        await self._recorded()  # one statement at a time on the outcomes connection
+        await self._await_recording()  # one statement at a time on the outcomes connection
         token, rows, _ = ahead
         batch = _Batch(token)
         for row in rows:
@@ -318,7 +325,7 @@ class Relay:
             else:
                 batch.outcomes.released(row["id"])
         try:
-            await asyncio.shield(self._store.finish(token, batch.outcomes))
+            await asyncio.shield(self._store.record_outcomes(token, batch.outcomes))
         except CONNECTION_ERRORS as exc:
             log.warning(
                 "database_error",
@@ -328,7 +335,7 @@ class Relay:
             )
         self._metrics.rows_released.inc(len(batch.outcomes))
 
-    def _album_claimed(self, batch: _Batch, row: asyncpg.Record) -> None:
+    def _album_claimed(self, batch: _Batch, row: ClaimedRow) -> None:
         """An album row arrives already fanned out; its tracks follow as rows of their own."""
         album = batch.albums.setdefault(row["id"], _Album(title=row["album"]))
         album.total = row["track_count"]
@@ -344,11 +351,9 @@ class Relay:
                 outbox_id=row["id"],
             )
 
-    async def _check_and_encode(
-        self, batch: _Batch, tracks: list[asyncpg.Record]
-    ) -> list[TrackEvent]:
+    async def _check_and_encode(self, batch: _Batch, tracks: list[ClaimedRow]) -> list[TrackEvent]:
         """Validates ISRCs, asks the index in one call, and encodes what must be sent."""
-        candidates: list[tuple[asyncpg.Record, str, str | None]] = []
+        candidates: list[tuple[ClaimedRow, str, str | None]] = []
         for row in tracks:
             isrc = normalise_isrc(row["isrc"])
             if isrc in _SKIP_REASONS:
@@ -397,7 +402,7 @@ class Relay:
             self._metrics.qdrant_check_duration.observe(time.perf_counter() - started)
 
     def _skip(
-        self, batch: _Batch, row: asyncpg.Record, reason: str, *, isrc: str | None = None
+        self, batch: _Batch, row: ClaimedRow, reason: str, *, isrc: str | None = None
     ) -> None:
         batch.outcomes.skipped(row["id"], reason)
         self._metrics.events_skipped.labels(reason=reason).inc()
@@ -413,8 +418,9 @@ class Relay:
             outbox_id=row["id"],
         )
 
-    def _record(self, batch: _Batch, result: PublishResult) -> None:
-        """Turns the publisher's answer into row outcomes, metrics and log events."""
+    def _tally(self, batch: _Batch, result: PublishResult) -> None:
+        """Turns the publisher's answer into row outcomes (recorded later), metrics and log
+        events."""
         now = time.time()
         for event, inngest_id in result.accepted:
             row = batch.rows[event.row_id]
@@ -464,44 +470,42 @@ class Relay:
             batch.outcomes.released(event.row_id)
         self._metrics.rows_released.inc(len(result.unsent))
 
-    async def _record_later(self, batch: _Batch, started: float) -> None:
-        """Writes the batch's outcome on the store's second connection while the loop moves
-        on to the next claim; outcomes are written in batch order, one at a time."""
-        await self._recorded()
-        self._recording = asyncio.create_task(self._write_outcome(batch, started))
+    # -- recording a batch's outcomes ----------------------------------------------------------
+    # One verb throughout: the store's record_outcomes is the only write of a batch's outcomes;
+    # the loop starts it behind the next claim, awaits it, and retries it.
 
-    async def _recorded(self) -> None:
-        """Waits for the outcome being written, if any."""
+    async def _start_recording(self, batch: _Batch, started: float) -> None:
+        """Records the batch's outcomes on the store's second connection while the loop moves
+        on to the next claim; batches are recorded in order, one at a time."""
+        await self._await_recording()
+        self._recording = asyncio.create_task(self._record_outcomes(batch, started))
+
+    async def _await_recording(self) -> None:
+        """Waits for the batch being recorded, if any."""
         recording, self._recording = self._recording, None
         if recording is None:
             return
         try:
             await asyncio.shield(recording)
         except CONNECTION_ERRORS as exc:
-            # _finish gives up only once the relay stops: the rows' leases expire and their
-            # events go out again with the same ids.
+            # _record_outcomes gives up only once the relay stops: the rows' leases expire and
+            # their events go out again with the same ids.
             log.warning(
                 "database_error",
                 error=f"{type(exc).__name__}: {exc}",
                 action="recording a batch's outcome while stopping; its lease will expire",
             )
 
-    async def _write_outcome(self, batch: _Batch, started: float) -> None:
-        await self._finish(batch)
-        self._log_albums(batch)
-        self.batches += 1
-        self._metrics.batch_duration.observe(time.perf_counter() - started)
-
-    async def _finish(self, batch: _Batch) -> None:
-        """Records the batch's outcomes; shielded so a cancellation cannot tear the write."""
+    async def _record_outcomes(self, batch: _Batch, started: float) -> None:
+        """Records the batch's outcomes, retrying while the database is away (each write is
+        shielded, so a cancellation cannot tear it); then logs its albums and counts it."""
         expected = len(batch.outcomes)
-        if expected == 0:
-            return
         backoff = Backoff(self._config.backoff_base, min(self._config.backoff_cap, 5.0))
-        while True:
+        while expected:
             try:
-                updated = await asyncio.shield(self._store.finish(batch.token, batch.outcomes))
-                break
+                updated = await asyncio.shield(
+                    self._store.record_outcomes(batch.token, batch.outcomes)
+                )
             except CONNECTION_ERRORS as exc:
                 # The events may already be out; if we cannot record that before the lease
                 # expires, they will be sent again with the same ids (Inngest runs them once).
@@ -515,13 +519,18 @@ class Relay:
                     retry_in_s=round(delay, 3),
                 )
                 await asyncio.sleep(delay)
-        if updated < expected:
-            self._metrics.leases_lost.inc(expected - updated)
-            log.warning(
-                "lease_lost",
-                rows=expected - updated,
-                hint="the batch took longer than OUTBOX_LEASE_SECONDS and was reclaimed",
-            )
+                continue
+            if updated < expected:
+                self._metrics.leases_lost.inc(expected - updated)
+                log.warning(
+                    "lease_lost",
+                    rows=expected - updated,
+                    hint="the batch took longer than OUTBOX_LEASE_SECONDS and was reclaimed",
+                )
+            break
+        self._log_albums(batch)
+        self.batches += 1
+        self._metrics.batch_duration.observe(time.perf_counter() - started)
 
     def _log_albums(self, batch: _Batch) -> None:
         for album_id, album in batch.albums.items():

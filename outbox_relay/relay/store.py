@@ -1,7 +1,7 @@
-"""Every database operation of the relay loop.
+"""Every database operation of the relay loop: the real :class:`~outbox_relay.ports.Outbox`.
 
-Two statements per batch: ``claim`` (which also fans albums out) and ``finish`` (which records
-every row's outcome at once), each on its own connection. Neither holds a transaction open
+Two statements per batch: ``claim`` (which also fans albums out) and ``record_outcomes`` (every
+row's outcome at once), each on its own connection. Neither holds a transaction open
 while Qdrant or Inngest is called: a claim is a lease written into the row, not a lock held by
 a session.
 """
@@ -10,62 +10,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
 
 from outbox_relay.db.connection import CONNECTION_ERRORS
 from outbox_relay.db.queries import QUERIES
+from outbox_relay.ports import Outcomes
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(slots=True)
-class Outcomes:
-    """The outcome of each row of a batch, as the parallel arrays ``finish`` unnests."""
-
-    ids: list[int] = field(default_factory=list)
-    outcomes: list[str] = field(default_factory=list)
-    event_ids: list[str | None] = field(default_factory=list)
-    inngest_ids: list[str | None] = field(default_factory=list)
-    skip_reasons: list[str | None] = field(default_factory=list)
-    errors: list[str | None] = field(default_factory=list)
-    retry_in: list[float] = field(default_factory=list)
-
-    def _add(
-        self,
-        row_id: int,
-        outcome: str,
-        *,
-        event_id: str | None = None,
-        inngest_id: str | None = None,
-        skip_reason: str | None = None,
-        error: str | None = None,
-        retry_in: float = 0.0,
-    ) -> None:
-        self.ids.append(row_id)
-        self.outcomes.append(outcome)
-        self.event_ids.append(event_id)
-        self.inngest_ids.append(inngest_id)
-        self.skip_reasons.append(skip_reason)
-        self.errors.append(error)
-        self.retry_in.append(retry_in)
-
-    def published(self, row_id: int, event_id: str, inngest_id: str) -> None:
-        self._add(row_id, "published", event_id=event_id, inngest_id=inngest_id)
-
-    def skipped(self, row_id: int, reason: str, event_id: str | None = None) -> None:
-        self._add(row_id, "skipped", skip_reason=reason, event_id=event_id)
-
-    def failed(self, row_id: int, event_id: str, error: str, retry_in: float) -> None:
-        self._add(row_id, "failed", event_id=event_id, error=error, retry_in=retry_in)
-
-    def released(self, row_id: int, event_id: str | None = None) -> None:
-        self._add(row_id, "released", event_id=event_id)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
 
 class Session:
@@ -97,8 +50,8 @@ class Session:
 class OutboxStore:
     """The relay's two statements, each on a connection of its own.
 
-    ``claim`` and ``finish`` never share a connection, so the loop can record one batch while
-    it claims the next; each is used by one operation at a time.
+    ``claim`` and ``record_outcomes`` never share a connection, so the loop can record one
+    batch while it claims the next; each is used by one operation at a time.
     """
 
     def __init__(
@@ -139,14 +92,14 @@ class OutboxStore:
             raise
         return token, rows
 
-    async def finish(self, token: uuid.UUID, outcomes: Outcomes) -> int:
+    async def record_outcomes(self, token: uuid.UUID, outcomes: Outcomes) -> int:
         """Records the outcomes; returns how many rows still held the claim."""
         if not outcomes:
             return 0
         conn = await self._outcomes.connection()
         try:
             status: str = await conn.execute(
-                QUERIES["finish"],
+                QUERIES["record_outcomes"],
                 token,
                 outcomes.outcomes,
                 outcomes.ids,

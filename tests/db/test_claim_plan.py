@@ -74,7 +74,7 @@ async def test_the_claim_uses_its_partial_index(
 
 
 @pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
-async def test_finish_looks_rows_up_by_primary_key(database_url: str, mode: str) -> None:
+async def test_record_outcomes_looks_rows_up_by_primary_key(database_url: str, mode: str) -> None:
     """Finish finds its rows by primary key and never loops over the batch once per row."""
     conn = await asyncpg.connect(database_url)
     try:
@@ -85,7 +85,7 @@ async def test_finish_looks_rows_up_by_primary_key(database_url: str, mode: str)
         await conn.execute(f"SET plan_cache_mode = {mode}")
         ids = list(range(50_001, 50_501))
         raw = await conn.fetchval(
-            "EXPLAIN (FORMAT JSON) " + QUERIES["finish"],
+            "EXPLAIN (FORMAT JSON) " + QUERIES["record_outcomes"],
             TOKEN,
             ["published"] * 500,
             ids,

@@ -18,7 +18,8 @@ import asyncpg
 import pytest
 
 from outbox_relay.db.connection import CONNECTION_ERRORS
-from outbox_relay.relay.store import OutboxStore, Outcomes
+from outbox_relay.ports import Outcomes
+from outbox_relay.relay.store import OutboxStore
 from outbox_relay.testing.inngest import EventApiStandIn, Latency
 from outbox_relay.testing.postgres import LocalPostgres
 
@@ -104,8 +105,9 @@ async def test_a_backend_killed_at_any_instant_is_a_lost_connection(database_url
     as a lost connection and the next call reconnects.
 
     Found in CI: a fast shutdown landing while a fresh connection introspected the types of the
-    relay's first ``finish`` left asyncpg's protocol in a broken state (``InternalClientError``,
-    a few percent of such kills); the relay took it for a bug and exited instead of reconnecting.
+    relay's first ``record_outcomes`` left asyncpg's protocol in a broken state
+    (``InternalClientError``, a few percent of such kills); the relay took it for a bug and
+    exited instead of reconnecting.
     """
     store = OutboxStore(database_url, replica_id="killed", lease_seconds=30, max_attempts=5)
     admin = await asyncpg.connect(database_url)
@@ -114,20 +116,20 @@ async def test_a_backend_killed_at_any_instant_is_a_lost_connection(database_url
     seen: Counter[str] = Counter()
     try:
         for _ in range(300):
-            # A fresh connection: the first finish on it has its types introspected first.
+            # A fresh connection: the first record_outcomes on it has its types introspected first.
             await store._outcomes.connection()
-            finish = asyncio.create_task(store.finish(uuid.uuid4(), outcomes))
+            recording = asyncio.create_task(store.record_outcomes(uuid.uuid4(), outcomes))
             await asyncio.sleep(random.uniform(0, 0.004))
             await admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE application_name = 'outbox-relay-record' AND datname = current_database()"
             )
             try:
-                await finish
+                await recording
             except CONNECTION_ERRORS as exc:
                 seen[type(exc).__name__] += 1
                 # The store dropped the broken connection: the next call simply reconnects.
-                assert await store.finish(uuid.uuid4(), outcomes) == 0
+                assert await store.record_outcomes(uuid.uuid4(), outcomes) == 0
             else:
                 seen["finished before the kill"] += 1
             store._outcomes.drop()

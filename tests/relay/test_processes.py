@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 
 from outbox_relay.db.queries import QUERIES
-from outbox_relay.relay.store import OutboxStore, Outcomes
+from outbox_relay.ports import Outcomes
+from outbox_relay.relay.store import OutboxStore
 from outbox_relay.testing.inngest import Hang
 
 from .conftest import Harness, wait_until
@@ -93,7 +94,7 @@ async def test_only_the_relays_own_session_skips_the_wal_flush(
         token, _ = await store.claim(1)
         outcomes = Outcomes()
         outcomes.released(1)
-        await store.finish(token, outcomes)
+        await store.record_outcomes(token, outcomes)
         for session in (store._claims, store._outcomes):
             relay_conn = await session.connection()
             assert await relay_conn.fetchval("SHOW synchronous_commit") == setting
@@ -123,13 +124,13 @@ async def test_a_stale_claim_cannot_overwrite_a_reclaimed_row(harness: Harness) 
 
         stale = Outcomes()
         stale.failed(row_id, "track-ingestion-USSTALE00001", "late answer", retry_in=60)
-        assert await slow.finish(old_token, stale) == 0
+        assert await slow.record_outcomes(old_token, stale) == 0
         fresh = Outcomes()
         fresh.published(row_id, "track-ingestion-USSTALE00001", "01HZZZ")
-        assert await fast.finish(new_token, fresh) == 1
+        assert await fast.record_outcomes(new_token, fresh) == 1
         row = await conn.fetchrow("SELECT status, attempts, inngest_id FROM outbox.messages")
         assert tuple(row) == ("published", 0, "01HZZZ")
-        assert await slow.finish(uuid.uuid4(), stale) == 0
+        assert await slow.record_outcomes(uuid.uuid4(), stale) == 0
     finally:
         await slow.close()
         await fast.close()

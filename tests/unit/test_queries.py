@@ -16,7 +16,9 @@ DB = Path(__file__).resolve().parents[2] / "outbox_relay" / "db"
 
 
 def test_all_relay_statements_are_present() -> None:
-    assert {"claim", "finish", "requeue_dead", "summary", "recent_dead_letters"} <= set(QUERIES)
+    assert {"claim", "record_outcomes", "requeue_dead", "summary", "recent_dead_letters"} <= set(
+        QUERIES
+    )
     assert "FOR UPDATE SKIP LOCKED" in QUERIES["claim"]
     assert not any(
         line.lstrip().startswith("--") for q in QUERIES.values() for line in q.splitlines()
