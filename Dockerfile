@@ -28,9 +28,13 @@ LABEL org.opencontainers.image.title="outbox-relay" \
       org.opencontainers.image.description="Transactional outbox relay from PostgreSQL to Inngest" \
       org.opencontainers.image.licenses="MIT"
 
+# The folders `outbox-relay scan` uses in Compose exist in the image, owned by the user, so the
+# named volumes mounted on them start with that owner.
 RUN groupadd --system --gid 10001 relay \
     && useradd --system --uid 10001 --gid relay --home-dir /home/relay --create-home \
-       --shell /usr/sbin/nologin relay
+       --shell /usr/sbin/nologin relay \
+    && mkdir -p /home/relay/music/inbound /home/relay/music/staging /home/relay/scan-db \
+    && chown -R relay:relay /home/relay
 
 COPY --from=build /opt/outbox-relay /opt/outbox-relay
 

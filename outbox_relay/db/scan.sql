@@ -1,6 +1,10 @@
 -- The inbound scan's statements, by name (parsed with outbox_relay.db.queries.parse).
 -- Tables: migrations/009_scan.sql. Parameters are positional and typed.
 
+-- name: scan_session
+-- Names the run's session, so pg_stat_activity shows it (and the lock it holds).
+SET application_name = 'outbox-relay scan';
+
 -- name: scan_settings
 SELECT key, value FROM library.settings WHERE key LIKE 'staging\_scan.%' ESCAPE '\';
 

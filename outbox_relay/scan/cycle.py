@@ -793,7 +793,7 @@ async def run_cycle(
     locked = False
     try:
         conn = await asyncpg.connect(dsn, timeout=10)
-        await conn.execute("SET application_name = 'outbox-relay scan'")
+        await conn.execute(Q["scan_session"])
         if not await conn.fetchval(Q["scan_try_lock"], LOCK_KEY):
             summary.result, summary.reason = "skipped", "run_in_progress"
             log.warning(
