@@ -6,6 +6,10 @@ the ``relay`` command uses the process-wide default registry.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -63,134 +67,138 @@ _DURATION_BUCKETS = (
 )
 _SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
+# Label names, or label names with every value they can take (bounded labels): each
+# combination of known values is created at 0 with the metric, so the first increment is
+# visible to rate() (a series that first appears at 1 shows no increase).
+Labels = Sequence[str] | Mapping[str, Sequence[str]]
+_M = TypeVar("_M", Counter, Histogram)
+
+
+class _Declare:
+    """Declares the metrics of one process: one name prefix, one registry, labels at 0."""
+
+    def __init__(self, prefix: str, registry: CollectorRegistry | None) -> None:
+        self.prefix = prefix
+        self.registry = REGISTRY if registry is None else registry
+
+    def counter(self, name: str, doc: str, labels: Labels = ()) -> Counter:
+        return _at_zero(
+            Counter(self.prefix + name, doc, list(labels), registry=self.registry), labels
+        )
+
+    def histogram(
+        self, name: str, doc: str, buckets: Sequence[float], labels: Labels = ()
+    ) -> Histogram:
+        metric = Histogram(
+            self.prefix + name, doc, list(labels), buckets=buckets, registry=self.registry
+        )
+        return _at_zero(metric, labels)
+
+    def gauge(self, name: str, doc: str) -> Gauge:
+        return Gauge(self.prefix + name, doc, registry=self.registry)
+
+    def info(self, name: str, doc: str, values: dict[str, str]) -> Info:
+        metric = Info(self.prefix + name, doc, registry=self.registry)
+        metric.info(values)
+        return metric
+
+
+def _at_zero(metric: _M, labels: Labels) -> _M:
+    if isinstance(labels, Mapping):
+        for combination in itertools.product(*labels.values()):
+            metric.labels(*combination)
+    return metric
+
 
 class RelayMetrics:
     """Every metric the relay exports."""
 
     def __init__(self, registry: CollectorRegistry | None = None, replica_id: str = "") -> None:
-        reg = REGISTRY if registry is None else registry
-        self.registry = reg
-        p = "outbox_relay_"
-        self.events_published = Counter(
-            p + "events_published_total", "Events accepted by the Event API.", registry=reg
+        m = _Declare("outbox_relay_", registry)
+        self.registry = m.registry
+        self.events_published = m.counter(
+            "events_published_total", "Events accepted by the Event API."
         )
-        self.events_skipped = Counter(
-            p + "events_skipped_total", "Tracks not sent, by reason.", ["reason"], registry=reg
+        self.events_skipped = m.counter(
+            "events_skipped_total",
+            "Tracks not sent, by reason.",
+            {"reason": ("missing_isrc", "invalid_isrc", "already_indexed", "no_tracks")},
         )
-        self.publish_failures = Counter(
-            p + "publish_failures_total",
+        self.publish_failures = m.counter(
+            "publish_failures_total",
             "Event API requests that failed, by cause (connection, timeout, 4xx, 5xx, 429, auth, "
             "bad_response).",
-            ["cause"],
-            registry=reg,
+            {"cause": ("connection", "timeout", "4xx", "5xx", "429", "auth", "bad_response")},
         )
-        self.events_rejected = Counter(
-            p + "events_rejected_total",
-            "Events Inngest refused; each is charged an attempt.",
-            registry=reg,
+        self.events_rejected = m.counter(
+            "events_rejected_total", "Events Inngest refused; each is charged an attempt."
         )
-        self.rows_dead = Counter(
-            p + "rows_dead_total", "Rows that ran out of attempts.", registry=reg
-        )
-        self.rows_released = Counter(
-            p + "rows_released_total",
+        self.rows_dead = m.counter("rows_dead_total", "Rows that ran out of attempts.")
+        self.rows_released = m.counter(
+            "rows_released_total",
             "Claimed rows handed back unsent because of an outage (no attempt charged).",
-            registry=reg,
         )
-        self.leases_lost = Counter(
-            p + "leases_lost_total",
+        self.leases_lost = m.counter(
+            "leases_lost_total",
             "Rows whose outcome was not recorded because another replica had reclaimed them.",
-            registry=reg,
         )
-        self.batch_size = Histogram(
-            p + "batch_size", "Rows claimed per batch.", buckets=_SIZE_BUCKETS, registry=reg
-        )
-        self.batch_duration = Histogram(
-            p + "batch_duration_seconds",
+        self.batch_size = m.histogram("batch_size", "Rows claimed per batch.", _SIZE_BUCKETS)
+        self.batch_duration = m.histogram(
+            "batch_duration_seconds",
             "From claim to recorded outcome, per batch.",
-            buckets=_DURATION_BUCKETS,
-            registry=reg,
+            _DURATION_BUCKETS,
         )
-        self.commit_to_accepted = Histogram(
-            p + "commit_to_accepted_seconds",
+        self.commit_to_accepted = m.histogram(
+            "commit_to_accepted_seconds",
             "From the outbox row's insert to the Event API's 200, per event.",
-            buckets=_LATENCY_BUCKETS,
-            registry=reg,
+            _LATENCY_BUCKETS,
         )
-        self.qdrant_check_duration = Histogram(
-            p + "qdrant_check_duration_seconds",
+        self.qdrant_check_duration = m.histogram(
+            "qdrant_check_duration_seconds",
             "Duration of the batched existence check.",
-            buckets=_DURATION_BUCKETS,
-            registry=reg,
+            _DURATION_BUCKETS,
         )
-        self.qdrant_errors = Counter(
-            p + "qdrant_errors_total",
+        self.qdrant_errors = m.counter(
+            "qdrant_errors_total",
             "Existence checks that failed or timed out (the batch was published anyway).",
-            registry=reg,
         )
-        self.event_api_request_duration = Histogram(
-            p + "event_api_request_duration_seconds",
+        self.event_api_request_duration = m.histogram(
+            "event_api_request_duration_seconds",
             "Event API requests, by status class (2xx, 4xx, 5xx, error).",
-            ["status_class"],
-            buckets=_DURATION_BUCKETS,
-            registry=reg,
+            _DURATION_BUCKETS,
+            {"status_class": ("2xx", "4xx", "5xx", "error")},
         )
-        self.wakeups = Counter(
-            p + "wakeups_total",
+        self.wakeups = m.counter(
+            "wakeups_total",
             "Loop wake-ups by cause (notify, poll, backlog, reconnect).",
-            ["cause"],
-            registry=reg,
+            {"cause": ("notify", "poll", "backlog", "reconnect")},
         )
-        self.listen_connected = Gauge(
-            p + "listen_connected",
-            "1 while the LISTEN connection is up.",
-            registry=reg,
-        )
-        self.event_api_available = Gauge(
-            p + "event_api_available",
+        self.listen_connected = m.gauge("listen_connected", "1 while the LISTEN connection is up.")
+        self.event_api_available = m.gauge(
+            "event_api_available",
             "0 while the relay considers the Event API unavailable and waits for a probe.",
-            registry=reg,
         )
         self.event_api_available.set(1)
-        self.pending_rows = Gauge(
-            p + "pending_rows",
-            "Rows waiting to be published (refreshed on an interval).",
-            registry=reg,
+        self.pending_rows = m.gauge(
+            "pending_rows", "Rows waiting to be published (refreshed on an interval)."
         )
-        self.dead_rows = Gauge(
-            p + "dead_rows", "Dead letters waiting for an operator.", registry=reg
+        self.dead_rows = m.gauge("dead_rows", "Dead letters waiting for an operator.")
+        self.oldest_pending_age = m.gauge(
+            "oldest_pending_age_seconds", "Age of the oldest pending row: the relay's lag."
         )
-        self.oldest_pending_age = Gauge(
-            p + "oldest_pending_age_seconds",
-            "Age of the oldest pending row: the relay's lag.",
-            registry=reg,
-        )
-        self.table_dead_tuples = Gauge(
-            p + "table_dead_tuples",
+        self.table_dead_tuples = m.gauge(
+            "table_dead_tuples",
             "Dead tuples in outbox.messages (bloat shows here before it hurts).",
-            registry=reg,
         )
-        self.retention_deleted = Counter(
-            p + "retention_deleted_total",
-            "Finished rows deleted by retention.",
-            registry=reg,
+        self.retention_deleted = m.counter(
+            "retention_deleted_total", "Finished rows deleted by retention."
         )
-        self.ready = Gauge(
-            p + "ready",
-            "1 when /readyz would answer 200: database reachable and LISTEN connected.",
-            registry=reg,
+        self.ready = m.gauge(
+            "ready", "1 when /readyz would answer 200: database reachable and LISTEN connected."
         )
-        self.info = Info(p + "build", "Version and replica id.", registry=reg)
-        self.info.info({"version": __version__, "replica_id": replica_id})
-        # Every known label value starts at 0, so the first increment is visible to rate().
-        for reason in ("missing_isrc", "invalid_isrc", "already_indexed", "no_tracks"):
-            self.events_skipped.labels(reason=reason)
-        for cause in ("connection", "timeout", "4xx", "5xx", "429", "auth", "bad_response"):
-            self.publish_failures.labels(cause=cause)
-        for cause in ("notify", "poll", "backlog", "reconnect"):
-            self.wakeups.labels(cause=cause)
-        for status_class in ("2xx", "4xx", "5xx", "error"):
-            self.event_api_request_duration.labels(status_class=status_class)
+        self.info = m.info(
+            "build", "Version and replica id.", {"version": __version__, "replica_id": replica_id}
+        )
 
 
 # Outcomes of a scan run, of an album and of an inbound file (bounded label values).
@@ -218,59 +226,38 @@ class ScanMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        reg = REGISTRY if registry is None else registry
-        self.registry = reg
-        p = "outbox_relay_scan_"
-        self.runs = Counter(p + "runs_total", "Scan runs, by result.", ["result"], registry=reg)
-        self.albums = Counter(
-            p + "albums_total", "Albums handled by scan runs, by result.", ["result"], registry=reg
+        m = _Declare("outbox_relay_scan_", registry)
+        self.registry = m.registry
+        self.runs = m.counter("runs_total", "Scan runs, by result.", {"result": SCAN_RUN_RESULTS})
+        self.albums = m.counter(
+            "albums_total",
+            "Albums handled by scan runs, by result.",
+            {"result": SCAN_ALBUM_RESULTS},
         )
-        self.files = Counter(
-            p + "files_total", "Inbound files seen by scan runs, by outcome.", ["result"],
-            registry=reg,
-        )  # fmt: skip
-        self.duration = Histogram(
-            p + "duration_seconds",
+        self.files = m.counter(
+            "files_total",
+            "Inbound files seen by scan runs, by outcome.",
+            {"result": SCAN_FILE_RESULTS},
+        )
+        self.duration = m.histogram(
+            "duration_seconds",
             "Duration of a scan run (skipped ticks excluded).",
-            buckets=_SCAN_DURATION_BUCKETS,
-            registry=reg,
+            _SCAN_DURATION_BUCKETS,
         )
-        self.last_success = Gauge(
-            p + "last_success_timestamp_seconds",
+        self.last_success = m.gauge(
+            "last_success_timestamp_seconds",
             "Unix time a scan run (of any process) last succeeded; the process start if none has.",
-            registry=reg,
         )
-        self.enabled = Gauge(p + "enabled", "1 while staging_scan.enabled is true.", registry=reg)
-        self.schedule_period = Gauge(
-            p + "schedule_period_seconds",
+        self.enabled = m.gauge("enabled", "1 while staging_scan.enabled is true.")
+        self.schedule_period = m.gauge(
+            "schedule_period_seconds",
             "Seconds between the schedule's next two runs (staging_scan.schedule).",
-            registry=reg,
         )
-        self.running = Gauge(p + "running", "1 while this process runs a scan.", registry=reg)
-        for result in SCAN_RUN_RESULTS:
-            self.runs.labels(result=result)
-        for result in SCAN_ALBUM_RESULTS:
-            self.albums.labels(result=result)
-        for result in SCAN_FILE_RESULTS:
-            self.files.labels(result=result)
+        self.running = m.gauge("running", "1 while this process runs a scan.")
 
 
-_STEP_BUCKETS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-)
+# A step: the relay's durations from 1 ms, up to 30 s for a slow embedding or upsert.
+_STEP_BUCKETS = (*_DURATION_BUCKETS[1:], 30.0)
 
 # The worker's functions and steps (label values are bounded: these and nothing else).
 WORKER_FUNCTIONS = ("track-ingestion", "track-ingestion-batch-reprocess")
@@ -280,55 +267,41 @@ class WorkerMetrics:
     """Every metric the ingestion worker exports (prefix ``outbox_relay_worker_``)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        reg = REGISTRY if registry is None else registry
-        self.registry = reg
-        p = "outbox_relay_worker_"
-        self.runs_started = Counter(
-            p + "runs_started_total",
+        m = _Declare("outbox_relay_worker_", registry)
+        self.registry = m.registry
+        self.runs_started = m.counter(
+            "runs_started_total",
             "Runs whose first step executed (once per run, whatever its retries).",
-            ["function"],
-            registry=reg,
+            {"function": WORKER_FUNCTIONS},
         )
-        self.runs_completed = Counter(
-            p + "runs_completed_total",
+        self.runs_completed = m.counter(
+            "runs_completed_total",
             "Runs that returned their result.",
-            ["function"],
-            registry=reg,
+            {"function": WORKER_FUNCTIONS},
         )
-        self.runs_failed = Counter(
-            p + "runs_failed_total",
+        self.runs_failed = m.counter(
+            "runs_failed_total",
             "Runs that failed for good, by reason (retries_exhausted, malformed_event).",
-            ["function", "reason"],
-            registry=reg,
+            {"function": WORKER_FUNCTIONS, "reason": ("retries_exhausted", "malformed_event")},
         )
-        self.step_duration = Histogram(
-            p + "step_duration_seconds",
+        self.step_duration = m.histogram(
+            "step_duration_seconds",
             "Duration of each executed step (memoised replays are not counted), by outcome.",
-            ["function", "step", "outcome"],
-            buckets=_STEP_BUCKETS,
-            registry=reg,
+            _STEP_BUCKETS,
+            ("function", "step", "outcome"),
         )
-        self.step_errors = Counter(
-            p + "step_errors_total",
+        self.step_errors = m.counter(
+            "step_errors_total",
             "Step executions that raised (Inngest retries them), by step.",
-            ["function", "step"],
-            registry=reg,
+            ("function", "step"),
         )
-        self.ingestion_duration = Histogram(
-            p + "ingestion_duration_seconds",
+        self.ingestion_duration = m.histogram(
+            "ingestion_duration_seconds",
             "From a run's first step to its point recorded as indexed.",
-            buckets=_LATENCY_BUCKETS,
-            registry=reg,
+            _LATENCY_BUCKETS,
         )
-        self.reprocess_unknown = Counter(
-            p + "reprocess_unknown_isrcs_total",
+        self.reprocess_unknown = m.counter(
+            "reprocess_unknown_isrcs_total",
             "ISRCs a batch re-process named that the library does not know (or are invalid).",
-            registry=reg,
         )
-        self.info = Info(p + "build", "Version of the worker.", registry=reg)
-        self.info.info({"version": __version__})
-        for function in WORKER_FUNCTIONS:
-            self.runs_started.labels(function=function)
-            self.runs_completed.labels(function=function)
-            for reason in ("retries_exhausted", "malformed_event"):
-                self.runs_failed.labels(function=function, reason=reason)
+        self.info = m.info("build", "Version of the worker.", {"version": __version__})
