@@ -77,7 +77,11 @@ async def test_settings_edited_in_sql_take_effect_without_a_restart(
         assert (scan_env.staging / "Oscar" / "2010 - Papa").is_dir()
         assert metric(service, "outbox_relay_scan_enabled") == 1
         assert metric(service, "outbox_relay_scan_schedule_period_seconds") == 1
-        assert metric(service, "outbox_relay_scan_runs_total", result="success") >= 1
+        # The run's row is finished before the process counts it: wait for the count too.
+        await until(
+            lambda: metric(service, "outbox_relay_scan_runs_total", result="success") >= 1,
+            "the run counted",
+        )
 
         # Workers and dry run are read afresh for the next run.
         scan_env.set("workers", "2")
@@ -127,7 +131,10 @@ async def test_an_overlapping_tick_is_skipped_and_logged(
         skipped = next(e for e in logs if e["event"] == "scan_skipped")
         assert skipped["reason"] == "run_in_progress"
         assert skipped["log_level"] == "warning"
-        assert metric(service, "outbox_relay_scan_runs_total", result="skipped") >= 1
+        await until(
+            lambda: metric(service, "outbox_relay_scan_runs_total", result="skipped") >= 1,
+            "the skipped tick counted",
+        )
         assert runs(scan_env) == []
         await holder.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
         await until(lambda: len(runs(scan_env)) >= 1, "a run once the lock is free")
