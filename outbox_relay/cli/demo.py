@@ -234,7 +234,9 @@ async def _stack(
     async with contextlib.AsyncExitStack() as stack:
         say("outbox-relay demo\n=================")
         if database_url is None:
-            pg = LocalPostgres(parent_dir=workdir)
+            # Dynamic shared memory as files in the cluster's folder, not POSIX segments in
+            # /dev/shm: even a SIGKILLed demo then leaves nothing once its folder is swept.
+            pg = LocalPostgres(parent_dir=workdir, settings={"dynamic_shared_memory_type": "mmap"})
             # Registered before the start: a start interrupted half-way is cleaned up too.
             stack.callback(pg.cleanup)
             with progress.step("starting PostgreSQL (initdb, then a server of the demo's own)"):

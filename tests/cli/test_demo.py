@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -169,11 +170,16 @@ def test_database_url_flag_leaves_a_server_as_it_found_it_or_refuses(
 class ServingDemo:
     """A ``demo --serve`` process, its output file and its own temporary folder."""
 
-    def __init__(self, tmp_path: Path, *args: str) -> None:
+    def __init__(self, tmp_path: Path, *args: str, stale_pid: int | None = None) -> None:
         # Not under tmp_path (0700): when root, PostgreSQL runs as another user, who must get
         # through every parent folder.
         self.tmp = Path(tempfile.mkdtemp(prefix="outbox-demo-test-"))
         self.tmp.chmod(0o711)
+        if stale_pid is not None:
+            # What a SIGKILLed demo leaves: its folder, stamped with a process that is gone.
+            stale = self.tmp / "outbox-relay-demo-killed"
+            (stale / "outbox-pg-x" / "data").mkdir(parents=True)
+            (stale / "owner").write_text(f"{stale_pid} {socket.gethostname()}\n")
         self.state = tmp_path / "state"
         self.out_path = tmp_path / "stdout.txt"
         self.err_path = tmp_path / "stderr.txt"
@@ -226,8 +232,8 @@ class ServingDemo:
 def serving(tmp_path: Path) -> Iterator[Callable[..., ServingDemo]]:
     started: list[ServingDemo] = []
 
-    def start(*args: str) -> ServingDemo:
-        started.append(ServingDemo(tmp_path, *args))
+    def start(*args: str, stale_pid: int | None = None) -> ServingDemo:
+        started.append(ServingDemo(tmp_path, *args, stale_pid=stale_pid))
         return started[-1]
 
     yield start
@@ -298,10 +304,12 @@ def test_serve_lists_what_it_runs_and_a_signal_removes_every_folder(
     assert (demo_process.state / "outbox-relay" / "demo.log").stat().st_size > 0
 
 
-def test_a_signal_while_it_starts_removes_every_folder(
+def test_a_signal_while_it_starts_removes_every_folder_and_a_killed_runs_too(
     serving: Callable[..., ServingDemo],
 ) -> None:
-    demo_process = serving()
+    dead = subprocess.Popen(["true"])  # its process id is free again once it is reaped
+    dead.wait()
+    demo_process = serving(stale_pid=dead.pid)
     demo_process.wait_for_output("... starting PostgreSQL")
     assert demo_process.stop(signal.SIGTERM) == 128 + signal.SIGTERM
     assert "stopped by SIGTERM" in demo_process.err
