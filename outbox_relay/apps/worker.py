@@ -101,7 +101,9 @@ class WorkerService:
             owns_client=False,
         )
         self.embedder = embedder or make_embedder(settings)
-        self.store = IngestionStore(dsn)
+        # One connection per run that may be in a step at once: a smaller pool makes steps queue
+        # for a connection (measured: bench/worker.py, docs/performance.md).
+        self.store = IngestionStore(dsn, max_size=settings.worker_concurrency)
         self.client = make_client(settings)
         self.functions = create_functions(
             self.client,
@@ -212,6 +214,9 @@ class WorkerService:
             self.started.set()
             # Until asked to stop, or until a part ends on its own (which is a failure).
             await asyncio.wait([stop, *tasks.values()], return_when=asyncio.FIRST_COMPLETED)
+            ended = [name for name, task in tasks.items() if task.done()]
+            if not self._stop.is_set():
+                log.error("worker_part_ended", parts=ended)
         finally:
             server.should_exit = True
             if self.relay is not None:
@@ -227,11 +232,9 @@ class WorkerService:
             await self.qdrant.close()
             sock.close()
             log.info("worker_stopped", port=self.port)
-        for name, result in zip(tasks, results, strict=True):
+        for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 raise result
-            if not self._stop.is_set():
-                log.error("worker_part_ended", part=name)
         if not self._stop.is_set():
             raise RuntimeError("a part of the worker process ended on its own; see the log")
 
