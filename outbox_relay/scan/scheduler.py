@@ -60,6 +60,7 @@ class ScanScheduler:
         self.plan: tuple[bool, str] | None = None
         self.next_at: datetime | None = None
         self.runs = 0
+        self._last_ok = 0.0
 
     def _now(self) -> datetime:
         return datetime.now(UTC)
@@ -91,16 +92,29 @@ class ScanScheduler:
             await asyncio.wait_for(stop.wait(), max(0.0, seconds))
 
     async def _seed_last_success(self) -> None:
-        """The overdue alert's clock: the last success in SQL (any process), else now."""
+        """The overdue alert's clock at start-up: the last success in SQL (any process), else now
+        (so a scan that never succeeds fires two periods after it started)."""
         if self._metrics is None:
             return
-        seeded = time.time()
-        if self._last_success is not None:
-            with contextlib.suppress(Exception):
-                last = await self._last_success()
-                if last is not None:
-                    seeded = last.timestamp()
-        self._metrics.last_success.set(seeded)
+        self._last_ok = time.time()
+        self._metrics.last_success.set(self._last_ok)
+        await self._refresh_last_success(at_start=True)
+
+    async def _refresh_last_success(self, at_start: bool = False) -> None:
+        """Follows successes of every process: a scan whose ticks another process's runs took
+        (skipped, lock held) must not look overdue."""
+        if self._metrics is None or self._last_success is None:
+            return
+        try:
+            last = await self._last_success()
+        except Exception as exc:  # the database: the next refresh tries again
+            log.warning("scan_last_success_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return
+        if last is None:
+            return
+        if at_start or last.timestamp() > self._last_ok:
+            self._last_ok = last.timestamp()
+            self._metrics.last_success.set(self._last_ok)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set; a run in progress finishes first."""
@@ -131,8 +145,11 @@ class ScanScheduler:
             now = self._now()
             if self.next_at is not None and now >= self.next_at:
                 due = self.next_at
-                await self._run_once()
+                summary = await self._run_once()
                 self.runs += 1
+                if summary.result in ("success", "partial"):
+                    self._last_ok = time.time()  # the cycle set the gauge to this moment
+                await self._refresh_last_success()
                 assert self.plan is not None
                 after = self._now()
                 self.next_at = next_run(self.plan[1], after)

@@ -136,6 +136,20 @@ async def test_an_overlapping_tick_is_skipped_and_logged(
             "the skipped tick counted",
         )
         assert runs(scan_env) == []
+        # The other process's run succeeds: this one's overdue clock follows it, so a scan whose
+        # ticks another process took never looks overdue.
+        other = await holder.fetchval(
+            "INSERT INTO library.scan_runs (trigger, dry_run, host, status, finished_at) "
+            "VALUES ('schedule', false, 'other-process', 'success', clock_timestamp()) "
+            "RETURNING extract(epoch FROM finished_at)::float8"
+        )
+        await until(
+            lambda: (
+                metric(service, "outbox_relay_scan_last_success_timestamp_seconds") >= other - 0.001
+            ),
+            "the last success of another process",
+        )
+        await holder.execute("DELETE FROM library.scan_runs")
         await holder.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
         await until(lambda: len(runs(scan_env)) >= 1, "a run once the lock is free")
     finally:
