@@ -68,6 +68,7 @@ import asyncpg
 import orjson
 import structlog
 
+from outbox_relay.db.connection import CONNECTION_ERRORS
 from outbox_relay.domain.audio import (
     AudioTags,
     album_artist,
@@ -110,13 +111,8 @@ Checkpoint = Callable[[str], None]
 """Called at named points of a run (``locked``, ``journal_written``, ``linked:N``, ``moved:N``,
 ``before_commit``, ``committed``); the debug knob OUTBOX_SCAN_DEBUG_HOLD uses it."""
 
-_DB_ERRORS: Final = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-)
+# A lost connection (the package's one list) or any error the server reports.
+_DB_ERRORS: Final = (*CONNECTION_ERRORS, asyncpg.PostgresError)
 
 
 # -- what a run produces ------------------------------------------------------------------------
