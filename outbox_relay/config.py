@@ -22,6 +22,8 @@ DEV_SERVER_EVENT_KEY: Final = "NO_EVENT_KEY_SET"
 # Inngest Cloud rate-limits the Event API per key (a 429 beyond it).
 INNGEST_CLOUD_REQUESTS_PER_5S: Final = 75
 DEV_SERVER_ORIGIN: Final = "http://127.0.0.1:8288"
+# What asyncpg (and libpq) accept as the scheme of a connection URL.
+POSTGRES_SCHEMES: Final = frozenset({"postgresql", "postgres"})
 
 
 def _env(name: str) -> AliasChoices:
@@ -156,7 +158,16 @@ class Settings(BaseSettings):
                 "DATABASE_URL is not set: give the PostgreSQL DSN, e.g. "
                 "postgresql://app:secret@db:5432/app"
             )
-        return self.database_url.get_secret_value()
+        dsn = self.database_url.get_secret_value()
+        scheme, separator, _ = dsn.partition("://")
+        if not separator or scheme not in POSTGRES_SCHEMES:
+            # Only the scheme is repeated: the rest of a DSN may hold a password.
+            got = f"a {scheme}:// URL" if separator and scheme else "no scheme"
+            raise ConfigurationError(
+                f"DATABASE_URL must be a postgresql:// DSN (got {got}), e.g. "
+                "postgresql://app:secret@db:5432/app"
+            )
+        return dsn
 
     @property
     def dev_mode(self) -> bool:

@@ -5,11 +5,31 @@ Messages say what was wrong and what to do about it.
 
 
 class OutboxRelayError(Exception):
-    """Root of every error this package raises on purpose."""
+    """Root of every error this package raises on purpose.
+
+    The CLI prints the message as one line and exits with ``exit_code``: 2 means "fix the
+    configuration (or the database's state) and run again"; 1 means "try again later".
+    """
+
+    exit_code: int = 2
 
 
 class ConfigurationError(OutboxRelayError):
     """A setting is missing or invalid; the message names the variable."""
+
+
+class DatabaseUnavailable(OutboxRelayError):
+    """PostgreSQL cannot be reached now (down, starting, refusing, out of connections).
+
+    Not a configuration error: the same command succeeds once the server answers. ``relay``
+    and ``api`` wait for it with backoff; one-shot commands exit 1.
+    """
+
+    exit_code = 1
+
+
+class SchemaNotReady(ConfigurationError):
+    """The database answers but is not migrated (or not to this release): run ``migrate``."""
 
 
 class MigrationError(OutboxRelayError):

@@ -16,6 +16,7 @@ from outbox_relay.adapters.inngest import EventApiPublisher
 from outbox_relay.adapters.qdrant import QdrantIndexChecker
 from outbox_relay.backoff import Backoff
 from outbox_relay.config import Settings
+from outbox_relay.db.preflight import wait_until_ready
 from outbox_relay.http.admin import add_admin_routes
 from outbox_relay.http.server import create_app, start_site
 from outbox_relay.metrics import RelayMetrics
@@ -106,10 +107,22 @@ class RelayService:
         self.metrics.ready.set_function(lambda: float(all(self.relay.readiness().values())))
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
+        # Set by stop(): also ends the start-up wait for the database.
+        self._stopping = asyncio.Event()
+        # While start-up waits for the database: why (for /readyz).
+        self._startup_problem: str | None = "checking the database"
+
+    def _problems(self) -> dict[str, str]:
+        problems = self.relay.readiness_problems()
+        if self._startup_problem is not None:
+            problems["database"] = self._startup_problem
+        return problems
 
     async def run(self, *, handle_signals: bool = False) -> None:
         """Serves until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``)."""
-        app = create_app(registry=self.metrics.registry, ready=self.relay.readiness)
+        app = create_app(
+            registry=self.metrics.registry, ready=self.relay.readiness, problems=self._problems
+        )
         token = self.settings.admin_token
         add_admin_routes(
             app,
@@ -132,7 +145,18 @@ class RelayService:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
         try:
-            await self.relay.run()
+            # Start-up: a database that cannot be reached is waited for (one line per attempt,
+            # /readyz says why); a refused login or an unmigrated database is raised at once.
+            ready = await wait_until_ready(
+                self.settings.require_database_url(),
+                stop=self._stopping,
+                backoff=Backoff(self.settings.backoff_base, self.settings.backoff_cap),
+                component="relay",
+                on_problem=self._on_startup_problem,
+            )
+            self._startup_problem = None
+            if ready:
+                await self.relay.run()
         finally:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -147,7 +171,11 @@ class RelayService:
         self.stop()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.relay.stop()
+
+    def _on_startup_problem(self, problem: str | None) -> None:
+        self._startup_problem = f"waiting for the database: {problem}" if problem else None
 
 
 def _describe_budget(budget: tuple[int, float] | None) -> str:

@@ -18,6 +18,7 @@ import asyncpg
 import structlog
 
 from outbox_relay import __version__
+from outbox_relay.backoff import Backoff
 from outbox_relay.config import Settings, env_names, load_settings
 from outbox_relay.errors import ConfigurationError, OutboxRelayError
 from outbox_relay.logs import configure_logging
@@ -202,9 +203,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 @contextlib.asynccontextmanager
-async def _connect(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    conn: asyncpg.Connection = await asyncpg.connect(settings.require_database_url(), timeout=10)
+async def _connect(
+    settings: Settings, *, check_schema: bool = True
+) -> AsyncIterator[asyncpg.Connection]:
+    """A connection for a one-shot command; every start-up failure is one line (preflight)."""
+    from outbox_relay.db import preflight
+
+    conn = await preflight.connect(settings.require_database_url())
     try:
+        if check_schema:
+            await preflight.check_schema(conn)
         yield conn
     finally:
         await conn.close()
@@ -232,20 +240,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_level, settings.log_format, settings.secrets(), stream)
         return asyncio.run(_run(args, settings))
     except OutboxRelayError as exc:
+        # One line that names the problem and the fix; 2 for configuration, 1 for "try later".
         print(f"outbox-relay {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "migrate":
-        from outbox_relay.db.migrate import admin_sql, migrate_with_report
+        from outbox_relay.db.migrate import admin_sql, load_migrations, migrate_connection
 
         if args.sql is not None:
             print(admin_sql(args.sql), end="")
             return 0
-        migrated = await migrate_with_report(settings.require_database_url())
+        migrations = load_migrations()
+        async with _connect(settings, check_schema=False) as conn:
+            migrated = await migrate_connection(conn, migrations)
         applied = migrated.applied
         print(
             f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
@@ -261,7 +272,12 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "api":
         from outbox_relay.apps.api import serve
 
-        await serve(settings.require_database_url(), settings.api_host, settings.api_port)
+        await serve(
+            settings.require_database_url(),
+            settings.api_host,
+            settings.api_port,
+            backoff=Backoff(settings.backoff_base, settings.backoff_cap),
+        )
         return 0
     if args.command == "worker":
         from outbox_relay.apps.worker import WorkerService

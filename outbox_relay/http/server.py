@@ -15,9 +15,15 @@ from outbox_relay.http.errors import json_errors
 
 
 def create_app(
-    *, registry: CollectorRegistry, ready: Callable[[], dict[str, bool]]
+    *,
+    registry: CollectorRegistry,
+    ready: Callable[[], dict[str, bool]],
+    problems: Callable[[], dict[str, str]] | None = None,
 ) -> web.Application:
-    """``ready`` returns named checks; the relay is ready when all are true."""
+    """``ready`` returns named checks; the relay is ready when all are true.
+
+    ``problems`` says why each failing check fails; ``/readyz`` answers it as ``reasons``.
+    """
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -25,10 +31,13 @@ def create_app(
     async def readyz(_: web.Request) -> web.Response:
         checks = ready()
         ok = all(checks.values())
-        return web.json_response(
-            {"status": "ready" if ok else "not_ready", "checks": checks},
-            status=200 if ok else 503,
-        )
+        body: dict[str, object] = {"status": "ready" if ok else "not_ready", "checks": checks}
+        if not ok:
+            known = problems() if problems is not None else {}
+            body["reasons"] = {
+                name: known.get(name, "failing") for name, passed in checks.items() if not passed
+            }
+        return web.json_response(body, status=200 if ok else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         body = generate_latest(registry)

@@ -37,8 +37,9 @@ from pydantic.json_schema import models_json_schema
 
 from outbox_relay import __version__
 from outbox_relay.db.connection import UNAVAILABLE_ERRORS
+from outbox_relay.db.preflight import MIGRATE_HINT, check_schema
 from outbox_relay.db.queries import QUERIES
-from outbox_relay.errors import ConfigurationError
+from outbox_relay.errors import ConfigurationError, SchemaNotReady
 from outbox_relay.http.errors import json_errors
 from outbox_relay.write.asyncpg import enqueue_album, enqueue_track
 from outbox_relay.write.models import (
@@ -76,6 +77,13 @@ _SQL_MESSAGE: Final = re.compile(
 )
 # SQL argument names that the JSON body spells differently.
 _SQL_TO_JSON_FIELD: Final = {"artwork_url": "artworkUrl"}
+
+# A relation, function or schema of the migrations is missing: the database is not migrated.
+_NOT_MIGRATED: Final[tuple[type[asyncpg.PostgresError], ...]] = (
+    asyncpg.exceptions.UndefinedTableError,
+    asyncpg.exceptions.UndefinedFunctionError,
+    asyncpg.exceptions.InvalidSchemaNameError,
+)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -115,7 +123,26 @@ def _unavailable(request: web.Request, exc: BaseException) -> web.Response:
         path=request.path,
         error=f"{type(exc).__name__}: {exc}",
     )
-    return _json(503, ErrorBody(error="database_unavailable"), RETRY_AFTER)
+    return _json(
+        503,
+        ErrorBody(
+            error="database_unavailable",
+            detail="the database cannot be reached now; nothing was written, retry",
+        ),
+        RETRY_AFTER,
+    )
+
+
+def _not_migrated(request: web.Request, exc: asyncpg.PostgresError) -> web.Response:
+    log.error("database_not_migrated", path=request.path, error=str(exc))
+    return _json(
+        503,
+        ErrorBody(
+            error="database_not_migrated",
+            detail=f"the database is not migrated ({exc}): {MIGRATE_HINT}; nothing was written",
+        ),
+        RETRY_AFTER,
+    )
 
 
 def _invalid(request: web.Request, fields: list[FieldError], *, source: str) -> web.Response:
@@ -192,6 +219,10 @@ async def _in_transaction(
     try:
         async with conn.transaction():
             return await work(conn)
+    except _NOT_MIGRATED as exc:
+        # A table or function of the migrations is missing: the operator's fix, not the
+        # client's; nothing was written.
+        return _not_migrated(request, exc)
     except asyncpg.exceptions.DataError as exc:
         # A SQL function refused a value that slipped past the models (SQLSTATE class 22).
         # The transaction is rolled back: nothing was written.
@@ -318,11 +349,18 @@ async def _readyz(request: web.Request) -> web.Response:
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             async with pool.acquire() as conn:
-                await conn.fetchval(QUERIES["ping"])
+                await check_schema(conn)
+    except SchemaNotReady as exc:
+        return _json(503, Readiness(status="unavailable", reason=str(exc)), RETRY_AFTER)
     except Exception as exc:
         # Probes run every few seconds: debug, so an outage does not drown the log.
         log.debug("readiness_failed", error=f"{type(exc).__name__}: {exc}")
-        return _json(503, Readiness(status="unavailable"), RETRY_AFTER)
+        reason = (
+            f"the database did not answer within {READY_TIMEOUT:g} s"
+            if isinstance(exc, TimeoutError)
+            else f"the database cannot be reached: {type(exc).__name__}: {exc}"
+        )
+        return _json(503, Readiness(status="unavailable", reason=reason), RETRY_AFTER)
     return _json(200, Readiness(status="ready"))
 
 

@@ -41,6 +41,8 @@ class Listener:
         self.notified = False
         self.reconnected = False
         self.connected = asyncio.Event()
+        # Why the LISTEN connection is down, while it is (for /readyz).
+        self.problem = "not connected yet"
         # how many times LISTEN was established (more than 1: it reconnected)
         self.connections = 0
 
@@ -55,6 +57,7 @@ class Listener:
                 await self._listen_until_lost(stop)
             except CONNECTION_ERRORS as exc:
                 self._set_down()
+                self.problem = f"LISTEN connection lost, reconnecting: {type(exc).__name__}: {exc}"
                 delay = self._backoff.next_delay()
                 log.warning(
                     "listen_connection_lost",

@@ -151,6 +151,8 @@ class Relay:
         # Set while the loop waits for work: lets tests and tools act "between batches".
         self.idle = asyncio.Event()
         self._database_ok = False
+        # Why the database check of /readyz fails, while it does.
+        self._database_problem = "no batch claimed yet"
         self.batches = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -163,6 +165,15 @@ class Relay:
     def readiness(self) -> dict[str, bool]:
         """Ready means: the database answers and the LISTEN connection is up."""
         return {"database": self._database_ok, "listen": self._listener.connected.is_set()}
+
+    def readiness_problems(self) -> dict[str, str]:
+        """Why each failing check of :meth:`readiness` fails, in a few words."""
+        problems: dict[str, str] = {}
+        if not self._database_ok:
+            problems["database"] = self._database_problem
+        if not self._listener.connected.is_set():
+            problems["listen"] = self._listener.problem
+        return problems
 
     @property
     def event_api_available(self) -> bool:
@@ -228,6 +239,7 @@ class Relay:
 
     async def _database_down(self, exc: BaseException) -> None:
         self._database_ok = False
+        self._database_problem = f"database error, reconnecting: {type(exc).__name__}: {exc}"
         delay = self._db_backoff.next_delay()
         log.error(
             "database_error", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(delay, 3)

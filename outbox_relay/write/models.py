@@ -178,6 +178,8 @@ class Readiness(BaseModel):
     model_config = _OUTPUT_CONFIG
 
     status: Literal["ok", "ready", "unavailable"]
+    # Why it is unavailable, with the fix when there is one (unmigrated: run migrate).
+    reason: str | None = None
 
 
 # -- pydantic errors → {"field", "rule"} ---------------------------------------------------------

@@ -656,9 +656,16 @@ async def _assert_unavailable(client: Client) -> None:
         response = await client.post(path, json=body)
         assert response.status == 503
         assert response.headers["Retry-After"] == "1"
-        assert await response.json() == {"error": "database_unavailable"}
+        assert await response.json() == {
+            "error": "database_unavailable",
+            "detail": "the database cannot be reached now; nothing was written, retry",
+        }
     ready = await client.get("/readyz")
     assert ready.status == 503
+    # It says why.
+    assert (await ready.json())["reason"].startswith(
+        ("the database cannot be reached: ", "the database did not answer within 1 s")
+    )
     assert (await client.get("/healthz")).status == 200
 
 
