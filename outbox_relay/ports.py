@@ -130,6 +130,8 @@ class WakeSource(Protocol):
     reconnected: bool
     # set while notifications can arrive (readiness)
     connected: asyncio.Event
+    # why it is not connected, while it is not (the reason /readyz gives)
+    problem: str
 
     async def run(self, stop: asyncio.Event) -> None:
         """Delivers wake-ups until ``stop`` is set."""

@@ -552,6 +552,7 @@ class FakeListener:
         self.notified = False
         self.reconnected = False
         self.connected = asyncio.Event()
+        self.problem = "not connected yet"
         self.connections = 0
 
     async def run(self, stop: asyncio.Event) -> None:
