@@ -57,7 +57,7 @@ class Listener:
                 await self._listen_until_lost(stop)
             except CONNECTION_ERRORS as exc:
                 self._set_down()
-                self.problem = f"LISTEN connection lost, reconnecting: {type(exc).__name__}: {exc}"
+                self.problem = f"the notification connection was lost: {type(exc).__name__}: {exc}"
                 delay = self._backoff.next_delay()
                 log.warning(
                     "listen_connection_lost",
