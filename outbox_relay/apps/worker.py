@@ -92,6 +92,9 @@ class WorkerService:
             path=settings.qdrant_path,
             timeout=settings.qdrant_write_timeout,
             api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
+            # Embedded Qdrant on its own thread: its disk flushes must not stop this process's
+            # event loop (the worker's requests and, with --with-relay, the relay's loop).
+            own_thread=True,
         )
         self.points = QdrantPointWriter(
             self.qdrant,

@@ -73,9 +73,14 @@ def test_every_event_the_relay_emits_validates_against_the_worker_model(
     assert request.force is force
 
 
-@pytest.fixture
-async def qdrant(tmp_path: Path) -> AsyncIterator[AsyncQdrantClient]:
-    client = open_client(url=None, path=str(tmp_path / "qdrant"), timeout=5)
+@pytest.fixture(params=[False, True], ids=["on-the-loop", "own-thread"])
+async def qdrant(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[AsyncQdrantClient]:
+    """Embedded Qdrant, called on the test's loop or on a thread of its own (as the worker)."""
+    client = open_client(
+        url=None, path=str(tmp_path / "qdrant"), timeout=5, own_thread=request.param
+    )
     yield client
     await client.close()
 
