@@ -628,7 +628,7 @@ class _Run:
             orjson.dumps(plan.album_payload()).decode(),
             orjson.dumps(moves).decode(),
         )
-        self.checkpoint("journal_written")
+        await _reach(self.checkpoint, "journal_written")
         try:
             await asyncio.to_thread(_move_album, plan, self.checkpoint, self.moves_done)
         except OSError as exc:
@@ -640,7 +640,7 @@ class _Run:
             await self.conn.execute(Q["scan_journal_delete"], journal_id)
             reason = "destination_exists" if isinstance(exc, FileExistsError) else "move_failed"
             return plan.outcome("failed", f"{reason}: {exc}")
-        self.checkpoint("before_commit")
+        await _reach(self.checkpoint, "before_commit")
         try:
             outbox_id = await _write_rows(
                 self.conn, journal_id, self.scan_id, plan.folder, plan.album_payload()
@@ -650,7 +650,7 @@ class _Run:
             await asyncio.to_thread(_undo_album, moves, plan.folder, self.libraries.staging)
             await self.conn.execute(Q["scan_journal_delete"], journal_id)
             return plan.outcome("failed", f"rows_rejected: {exc}")
-        self.checkpoint("committed")
+        await _reach(self.checkpoint, "committed")
         # Tidy the inbound folder: sub-folders the album emptied go (never the library's root).
         for folder in sorted({os.path.dirname(src) for src, _ in moves}, reverse=True):
             await asyncio.to_thread(remove_empty_dirs, folder, self.libraries.inbound)
@@ -721,6 +721,13 @@ class _Run:
 
 def _no_checkpoint(point: str) -> None:
     pass
+
+
+async def _reach(checkpoint: Checkpoint, point: str) -> None:
+    """Calls a checkpoint from the event loop; off the loop when one is set (a debug hold
+    blocks, and the loop must go on handling signals meanwhile)."""
+    if checkpoint is not _no_checkpoint:
+        await asyncio.to_thread(checkpoint, point)
 
 
 def _record_metrics(metrics: ScanMetrics | None, summary: ScanSummary, seconds: float) -> None:
@@ -803,7 +810,7 @@ async def run_cycle(
         locked = True
         if metrics is not None:
             metrics.running.set(1)
-        checkpoint("locked")
+        await _reach(checkpoint, "locked")
         await conn.fetch(Q["scan_mark_interrupted"])
         settings: ScanSettings | None = None
         libraries: _Libraries | None = None

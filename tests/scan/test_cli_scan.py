@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from outbox_relay.adapters.tags import MutagenTagReader
 from outbox_relay.cli.scan import ProgressBar
@@ -88,3 +90,53 @@ def test_rate_limit_spaces_the_reads(scan_env: ScanEnv) -> None:
     assert len(read.tagged) == 10
     # 10 reads at 20 a second, the first at once: at least 9 intervals of 50 ms.
     assert elapsed >= 0.44, elapsed
+
+
+def test_sigterm_lets_the_run_in_progress_finish_then_exits_0(
+    scan_env: ScanEnv, tmp_path: Path
+) -> None:
+    write_album(scan_env.inbound / "a", artist="Whiskey", album="Xray", year=2014, tracks=3)
+    scan_env.set("schedule", "* * * * * *")
+    scan_env.set("enabled", "true")
+    release, log_path = tmp_path / "release", tmp_path / "scan.log"
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "INNGEST_"))}
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "outbox_relay", "scan"],
+            env={
+                **inherited,
+                "DATABASE_URL": scan_env.dsn,
+                "OUTBOX_LOG_FORMAT": "json",
+                "OUTBOX_SCAN_HTTP_HOST": "127.0.0.1",
+                "OUTBOX_SCAN_HTTP_PORT": "0",
+                "OUTBOX_SCAN_SETTINGS_POLL": "0.2",
+                "OUTBOX_SCAN_DEBUG_HOLD": "before_commit",
+                "OUTBOX_SCAN_DEBUG_RELEASE": str(release),
+            },
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while '"scan_debug_hold"' not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.02)
+        # Files moved, rows not yet written: SIGTERM now must not leave the album half-done.
+        proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while '"scan_stopping"' not in log_path.read_text():
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.02)
+        assert proc.poll() is None  # still finishing the run
+        release.touch()
+        assert proc.wait(timeout=30) == 0, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = log_path.read_text()
+    assert output.index('"scan_stopping"') < output.index('"scan_summary"')
+    assert '"scan_stopped"' in output
+    assert scan_env.sql("SELECT status, albums_success FROM library.scan_runs") == [("success", 1)]
+    assert scan_env.staged_consistency() == []
