@@ -391,7 +391,7 @@ class FakePublisher:
         self.requests: list[RequestSent] = []
         self.accepted: list[TrackEvent] = []
         self.rejections: list[TrackEvent] = []
-        self.probes = 0
+        self.probes: list[float] = []  # time.monotonic() of each probe
         self.turns = 0
         self._rejected: dict[str, str] = {}
         self._outage: _Outage | None = None
@@ -433,7 +433,7 @@ class FakePublisher:
         self.turns += 1
 
     async def probe(self) -> None:
-        self.probes += 1
+        self.probes.append(time.monotonic())
         outage = self._outage
         if outage is None:
             return
