@@ -119,6 +119,13 @@ async def run_demo(
     Returns 0, or 128 + the signal's number when a signal stopped the walkthrough (with
     ``serve``, a signal after the walkthrough is the normal way out and returns 0).
     """
+    if database_url is not None and urllib.parse.urlsplit(database_url).scheme not in (
+        "postgresql",
+        "postgres",
+    ):
+        raise ConfigurationError(
+            "--database-url must be a postgresql:// URL, e.g. postgresql://me@localhost:5432/postgres"
+        )
     workdir = _make_workdir()
     admin_token = secrets.token_urlsafe(24)
     log_path, log_file = _open_log(workdir)
@@ -406,13 +413,24 @@ async def _own_database(stack: contextlib.AsyncExitStack, admin_dsn: str) -> str
     from outbox_relay.testing.postgres import create_database, drop_database, dsn_with_database
 
     name = DEMO_DATABASE_PREFIX + secrets.token_hex(4)
-    role_existed = await _fetchval(admin_dsn, QUERIES["demo_relay_role_exists"])
+    try:
+        role_existed = await _fetchval(admin_dsn, QUERIES["demo_relay_role_exists"])
+    except (
+        OSError,
+        TimeoutError,
+        ValueError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as exc:
+        raise ConfigurationError(
+            f"--database-url {_redact(admin_dsn)}: cannot connect: {_one_line(exc)}"
+        ) from exc
     try:
         await asyncio.to_thread(create_database, admin_dsn, name)
     except Exception as exc:
         raise ConfigurationError(
-            f"cannot create the demo's database {name} on {_redact(admin_dsn)}: {exc}".strip()
-            + " (the demo works in a database of its own: the role needs CREATEDB)"
+            f"cannot create the demo's database {name} on {_redact(admin_dsn)}: "
+            f"{_one_line(exc)} (the demo works in a database of its own: the role needs CREATEDB)"
         ) from exc
 
     async def drop() -> None:
@@ -422,6 +440,13 @@ async def _own_database(stack: contextlib.AsyncExitStack, admin_dsn: str) -> str
 
     stack.push_async_callback(drop)
     return dsn_with_database(admin_dsn, name)
+
+
+_CONNECT_ERRORS = (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 async def _fetchval(dsn: str, query: str) -> Any:

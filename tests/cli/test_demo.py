@@ -315,3 +315,17 @@ def test_a_signal_while_it_starts_removes_every_folder_and_a_killed_runs_too(
     assert "stopped by SIGTERM" in demo_process.err
     assert "Traceback" not in demo_process.err
     assert list(demo_process.tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("notadsn", "--database-url must be a postgresql:// URL"),
+        ("postgresql://nobody@127.0.0.1:1/postgres", "cannot connect"),
+    ],
+)
+def test_a_database_url_it_cannot_use_is_one_line_and_exit_2(url: str, says: str) -> None:
+    result = demo("--database-url", url, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], result.stderr
