@@ -23,6 +23,7 @@ from outbox_relay.adapters.tags import MutagenTagReader
 from outbox_relay.scan.cycle import run_cycle
 from outbox_relay.scan.files import finish_move, move_file
 from outbox_relay.testing.audio import write_album
+from outbox_relay.testing.postgres import LocalPostgres
 
 from .conftest import ScanEnv
 
@@ -219,3 +220,41 @@ def test_a_move_across_file_systems_copies_then_links(tmp_path: Path) -> None:
         for name in os.listdir(folder):
             os.unlink(folder / name)
         folder.rmdir()
+
+
+async def test_postgresql_down_between_the_moves_and_the_commit(
+    restartable_pg: LocalPostgres, tmp_path: Path
+) -> None:
+    """The rows cannot be written: the run fails (logged), the files stay staged under the
+    journal, and the first run after PostgreSQL is back writes the rows."""
+    root = tmp_path / "libraries"
+    env = ScanEnv(restartable_pg.dsn, root, root / "inbound", root / "staging", tmp_path / "db")
+    env.inbound.mkdir(parents=True)
+    env.staging.mkdir()
+    env.sql(
+        "INSERT INTO library.libraries (name, type, path) VALUES "
+        "('Inbound', 'inbound', %s), ('Staging', 'staging', %s)",
+        (str(env.inbound), str(env.staging)),
+    )
+    env.set("scan_db_data_path", str(env.work))
+    env.set("settle_seconds", "0")
+    write_album(env.inbound / "a", artist="Yankee", album="Zulu", year=2015, tracks=3)
+    before = contents(env)
+
+    def crash_postgres(point: str) -> None:
+        if point == "before_commit":
+            restartable_pg.stop("immediate")
+
+    failed = await run_cycle(env.dsn, MutagenTagReader(), checkpoint=crash_postgres)
+    assert (failed.result, failed.reason) == ("failed", "database")
+    assert contents(env) == before  # nothing lost: the files sit in staging
+
+    restartable_pg.start()
+    summary = await run_cycle(env.dsn, MutagenTagReader())
+    assert (summary.result, summary.recovered) == ("success", 1)
+    assert env.staged_consistency() == []
+    assert env.sql("SELECT status FROM library.scan_runs ORDER BY id") == [
+        ("interrupted",),
+        ("success",),
+    ]
+    assert env.sql("SELECT count(*) FROM outbox.messages WHERE kind = 'album'") == [(1,)]
