@@ -319,6 +319,7 @@ CREATE TABLE outbox.messages (
     last_error text,
     event_id text,
     inngest_id text,
+    error_history jsonb DEFAULT '[]'::jsonb NOT NULL,
     CONSTRAINT messages_kind_check CHECK ((kind = ANY (ARRAY['track'::text, 'album'::text]))),
     CONSTRAINT messages_priority_check CHECK (((priority >= '-600'::integer) AND (priority <= 600))),
     CONSTRAINT messages_shape_check CHECK ((((kind = 'track'::text) AND (title IS NOT NULL) AND (tracks IS NULL)) OR ((kind = 'album'::text) AND (tracks IS NOT NULL) AND (isrc IS NULL)))),
@@ -332,6 +333,13 @@ WITH (autovacuum_vacuum_scale_factor='0.01', autovacuum_analyze_scale_factor='0.
 --
 
 COMMENT ON TABLE outbox.messages IS 'Transactional outbox of track/ingestion.requested events; see outbox.summary.';
+
+
+--
+-- Name: COLUMN messages.error_history; Type: COMMENT; Schema: outbox; Owner: -
+--
+
+COMMENT ON COLUMN outbox.messages.error_history IS 'Every error charged to the row, oldest first: [{"at", "attempt", "error"}]; last_error is the current one, if any.';
 
 
 --
@@ -657,7 +665,8 @@ CREATE VIEW outbox.dead_letters AS
     messages.last_error,
     messages.event_id,
     messages.created_at,
-    messages.processed_at
+    messages.processed_at,
+    messages.error_history
    FROM outbox.messages
   WHERE (messages.status = 'dead'::text)
   ORDER BY messages.id;
@@ -667,7 +676,7 @@ CREATE VIEW outbox.dead_letters AS
 -- Name: VIEW dead_letters; Type: COMMENT; Schema: outbox; Owner: -
 --
 
-COMMENT ON VIEW outbox.dead_letters IS 'Rows Inngest rejected too often; requeue them once the cause is fixed.';
+COMMENT ON VIEW outbox.dead_letters IS 'Rows Inngest rejected too often, with every error they met; requeue them once the cause is fixed.';
 
 
 --

@@ -92,6 +92,8 @@ class OutboxRow:
     processed_at: datetime | None = None
     skip_reason: str | None = None
     last_error: str | None = None
+    # [{"at", "attempt", "error"}], as migration 007's column
+    error_history: list[dict[str, Any]] = field(default_factory=list)
     event_id: str | None = None
     inngest_id: str | None = None
 
@@ -332,7 +334,13 @@ class FakeOutbox:
             row.event_id = event_id if event_id is not None else row.event_id
             row.inngest_id = inngest_id if inngest_id is not None else row.inngest_id
             row.skip_reason = skip_reason
-            row.last_error = error if error is not None else row.last_error
+            # As record_outcomes: last_error only while current, every rejection in the history.
+            if outcome in ("published", "skipped"):
+                row.last_error = None
+            elif error is not None:
+                row.last_error = error
+            if outcome == "failed" and error is not None:
+                row.error_history.append({"at": now, "attempt": row.attempts, "error": error})
         self.recorded.append(
             OutcomesRecorded(
                 token,

@@ -79,7 +79,8 @@ class PostgresSide:
             """
             SELECT id, kind, parent_id, isrc, title, artist, album, artwork_url, priority, force,
                    status, attempts, claim_token IS NOT NULL, claimed_by,
-                   processed_at IS NOT NULL, skip_reason, last_error, event_id, inngest_id,
+                   processed_at IS NOT NULL, skip_reason, last_error,
+                   jsonb_array_length(error_history), event_id, inngest_id,
                    CASE WHEN next_attempt_at <= now() THEN 'due'
                         WHEN next_attempt_at <= now() + interval '60 seconds' THEN 'soon'
                         ELSE 'later' END,
@@ -123,7 +124,7 @@ class FakeSide:
                     r.id, r.kind, r.parent_id, r.isrc, r.title, r.artist, r.album,
                     r.artwork_url, r.priority, r.force, r.status, r.attempts,
                     r.claim_token is not None, r.claimed_by, r.processed_at is not None,
-                    r.skip_reason, r.last_error, r.event_id, r.inngest_id,
+                    r.skip_reason, r.last_error, len(r.error_history), r.event_id, r.inngest_id,
                     "due" if wait <= 0 else "soon" if wait <= 60 else "later",
                     None if parent is None else r.created_at == parent.created_at,
                 )
