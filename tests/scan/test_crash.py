@@ -15,9 +15,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from outbox_relay.adapters.tags import MutagenTagReader
 from outbox_relay.scan.cycle import run_cycle
@@ -258,3 +260,59 @@ async def test_postgresql_down_between_the_moves_and_the_commit(
         ("success",),
     ]
     assert env.sql("SELECT count(*) FROM outbox.messages WHERE kind = 'album'") == [(1,)]
+
+
+def _write(path: str, data: bytes) -> None:
+    Path(path).write_bytes(data)
+
+
+def _read(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+class _Crash(BaseException):
+    """Stands for the process dying at a checkpoint (in-process, so the test can edit files)."""
+
+
+def _crash_at(wanted: str) -> Callable[[str], None]:
+    def checkpoint(point: str) -> None:
+        if point == wanted:
+            raise _Crash(point)
+
+    return checkpoint
+
+
+async def test_recovery_leaves_out_a_file_removed_meanwhile_and_keeps_a_conflict(
+    scan_env: ScanEnv,
+) -> None:
+    write_album(scan_env.inbound / "a", artist="Alfa", album="Bravo", year=2016, tracks=3,
+                album_number=1)  # fmt: skip
+    with pytest.raises(_Crash):
+        await run_cycle(scan_env.dsn, MutagenTagReader(), checkpoint=_crash_at("journal_written"))
+    # Before the next run, someone deletes one of the album's files from inbound.
+    removed = sorted((scan_env.inbound / "a").iterdir())[0]
+    removed.unlink()
+    summary = await run_cycle(scan_env.dsn, MutagenTagReader())
+    assert [(a.result, a.tracks) for a in summary.albums] == [("recovered", 2)]
+    assert scan_env.staged_consistency() == []
+    assert scan_env.sql("SELECT track_count FROM library.staging_items") == [(2,)]
+
+    # A second album is interrupted after its first move, and a different file then takes
+    # that destination: nothing is overwritten or deleted, the journal row stays for an operator.
+    write_album(scan_env.inbound / "c", artist="Charlie", album="Delta", year=2017, tracks=2,
+                album_number=2)  # fmt: skip
+    with pytest.raises(_Crash):
+        await run_cycle(scan_env.dsn, MutagenTagReader(), checkpoint=_crash_at("moved:1"))
+    ((moves,),) = scan_env.sql("SELECT moves FROM library.scan_journal")
+    src, dst = moves[0]
+    _write(src, b"a different file, uploaded again under the same name")
+    with capture_logs() as logs:
+        summary = await run_cycle(scan_env.dsn, MutagenTagReader())
+    assert [(a.result, a.reason) for a in summary.albums if a.artist == "Charlie"] == [
+        ("failed", "recovery_conflict")
+    ]
+    assert summary.result == "partial"
+    assert any(e["event"] == "scan_recovery_conflict" and e["log_level"] == "error" for e in logs)
+    assert _read(src).startswith(b"a different file")
+    assert _read(dst) != _read(src)
+    assert len(scan_env.sql("SELECT 1 FROM library.scan_journal")) == 1
