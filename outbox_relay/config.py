@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     http_host: str = Field("0.0.0.0", validation_alias=_env("OUTBOX_HTTP_HOST"))
     http_port: int = Field(9108, ge=0, le=65535, validation_alias=_env("OUTBOX_HTTP_PORT"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("OUTBOX_ADMIN_TOKEN"))
+    # The admin page's link to the Grafana dashboard (http or https); unset: no link.
+    grafana_url: str | None = Field(None, validation_alias=_env("OUTBOX_GRAFANA_URL"))
     api_host: str = Field("0.0.0.0", validation_alias=_env("OUTBOX_API_HOST"))
     api_port: int = Field(8080, ge=0, le=65535, validation_alias=_env("OUTBOX_API_PORT"))
 
@@ -135,6 +137,16 @@ class Settings(BaseSettings):
 
     log_level: str = Field("info", validation_alias=_env("OUTBOX_LOG_LEVEL"))
     log_format: str = Field("auto", validation_alias=_env("OUTBOX_LOG_FORMAT"))
+
+    @field_validator("grafana_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urllib.parse.urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL (the Grafana dashboard's)")
+        return value.strip()
 
     @field_validator("log_level")
     @classmethod

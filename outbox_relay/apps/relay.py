@@ -19,6 +19,7 @@ from outbox_relay.config import Settings
 from outbox_relay.db.preflight import wait_until_ready
 from outbox_relay.http.admin import add_admin_routes
 from outbox_relay.http.server import create_app, start_site
+from outbox_relay.http.ui import RelayState
 from outbox_relay.metrics import RelayMetrics
 from outbox_relay.ports import IndexChecker
 from outbox_relay.relay.listener import Listener
@@ -128,6 +129,9 @@ class RelayService:
             app,
             dsn=self.settings.require_database_url(),
             token=token.get_secret_value() if token is not None else None,
+            registry=self.metrics.registry,
+            relay_state=self._state,
+            grafana_url=self.settings.grafana_url,
         )
         self._runner, self.http_port = await start_site(
             app, self.settings.http_host, self.settings.http_port
@@ -164,6 +168,14 @@ class RelayService:
             await self._runner.cleanup()
             await self.publisher.close()
             await self.checker.close()
+
+    def _state(self) -> RelayState:
+        """What the admin page shows of this process: its id, readiness, the Event API."""
+        return RelayState(
+            replica_id=self.settings.replica_id,
+            checks=self.relay.readiness(),
+            event_api_available=self.relay.event_api_available,
+        )
 
     def _on_signal(self, sig: signal.Signals) -> None:
         # Only sets the stop event: the batch in flight finishes, then the loop returns.

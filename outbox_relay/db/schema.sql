@@ -835,10 +835,31 @@ ALTER TABLE ONLY outbox.schema_migrations
 
 
 --
+-- Name: albums_outbox_idx; Type: INDEX; Schema: library; Owner: -
+--
+
+CREATE INDEX albums_outbox_idx ON library.albums USING btree (outbox_id);
+
+
+--
+-- Name: albums_tracks_idx; Type: INDEX; Schema: library; Owner: -
+--
+
+CREATE INDEX albums_tracks_idx ON library.albums USING gin (tracks jsonb_path_ops);
+
+
+--
 -- Name: scan_runs_started_idx; Type: INDEX; Schema: library; Owner: -
 --
 
 CREATE INDEX scan_runs_started_idx ON library.scan_runs USING btree (started_at DESC);
+
+
+--
+-- Name: staging_items_album_idx; Type: INDEX; Schema: library; Owner: -
+--
+
+CREATE INDEX staging_items_album_idx ON library.staging_items USING btree (album_id);
 
 
 --
@@ -853,6 +874,13 @@ CREATE INDEX track_ingestion_unfinished_idx ON library.track_ingestion USING btr
 --
 
 CREATE INDEX tracks_isrc_idx ON library.tracks USING btree (upper(btrim(isrc)));
+
+
+--
+-- Name: tracks_title_prefix_idx; Type: INDEX; Schema: library; Owner: -
+--
+
+CREATE INDEX tracks_title_prefix_idx ON library.tracks USING btree (lower(title) text_pattern_ops);
 
 
 --
@@ -895,6 +923,13 @@ CREATE INDEX messages_parent_idx ON outbox.messages USING btree (parent_id) WHER
 --
 
 CREATE INDEX messages_pending_created_idx ON outbox.messages USING btree (created_at) WHERE ((status = 'pending'::text) AND (created_at IS NOT NULL));
+
+
+--
+-- Name: messages_title_prefix_idx; Type: INDEX; Schema: outbox; Owner: -
+--
+
+CREATE INDEX messages_title_prefix_idx ON outbox.messages USING btree (lower(title) text_pattern_ops) WHERE (kind = 'track'::text);
 
 
 --

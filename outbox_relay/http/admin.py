@@ -1,7 +1,9 @@
 """Admin endpoints on the relay's port, behind ``OUTBOX_ADMIN_TOKEN``.
 
 Without a configured token the endpoints do not exist (404): an unset secret must never mean
-"open". The token is compared in constant time.
+"open". The token is compared in constant time. The JSON endpoints (``/admin/status``,
+``/admin/requeue``) take it as a bearer token; the web page beside them (every other path
+under ``/admin/``, :mod:`outbox_relay.http.ui`) exchanges it for a session cookie.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import structlog
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from outbox_relay.db.admin import not_requeued, outbox_status, requeue_dead
+from outbox_relay.http.ui import JSON_PATHS, RelayState, add_ui_routes
 
 log = structlog.get_logger("outbox_relay.admin")
 
@@ -37,15 +41,24 @@ class RequeueIn(BaseModel):
         return self
 
 
-def add_admin_routes(app: web.Application, *, dsn: str, token: str | None) -> None:
-    """Mounts ``/admin/*`` when a token is configured."""
+def add_admin_routes(
+    app: web.Application,
+    *,
+    dsn: str,
+    token: str | None,
+    registry: CollectorRegistry | None = None,
+    relay_state: Callable[[], RelayState] | None = None,
+    grafana_url: str | None = None,
+) -> None:
+    """Mounts ``/admin/*`` when a token is configured: the JSON endpoints, and the web page
+    when ``registry`` and ``relay_state`` are given (the relay gives them)."""
     if not token:
         return
     expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/admin/"):
+        if request.path in JSON_PATHS:
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
                 log.warning("admin_unauthorized", path=request.path, remote=request.remote)
@@ -101,3 +114,12 @@ def add_admin_routes(app: web.Application, *, dsn: str, token: str | None) -> No
     app.middlewares.append(require_token)
     app.router.add_get("/admin/status", status)
     app.router.add_post("/admin/requeue", requeue)
+    if registry is not None and relay_state is not None:
+        add_ui_routes(
+            app,
+            dsn=dsn,
+            token=token,
+            registry=registry,
+            relay_state=relay_state,
+            grafana_url=grafana_url,
+        )

@@ -1,0 +1,324 @@
+"""The admin web page over real HTTP: sign-in, CSRF, every page, bad input, escaping, requeue.
+
+The browser tests (tests/browser) drive the same page in Chromium; these check the edges
+quickly with an HTTP client, against a real relay and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from structlog.testing import capture_logs
+
+from outbox_relay.http.ui import human_age, why_pending
+
+from relay.harness import Harness
+
+TOKEN = "admin-ui-4f2a9c"
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+HTMX_SHA256 = "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"
+
+
+class Client:
+    """A signed-in browser-like client: a cookie jar and the session's CSRF token."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http = http
+        self.base = base
+        self.csrf = ""
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with self.http.get(self.base + path, allow_redirects=False) as response:
+            return response.status, await response.text()
+
+    async def post(self, path: str, data: list[tuple[str, str]]) -> tuple[int, str, str]:
+        async with self.http.post(self.base + path, data=data, allow_redirects=False) as r:
+            return r.status, await r.text(), r.headers.get("Location", "")
+
+    async def sign_in(self, token: str = TOKEN) -> int:
+        _, form = await self.get("/admin/signin")
+        match = CSRF.search(form)
+        assert match, form
+        status, page, _ = await self.post("/admin/signin", [("csrf", match[1]), ("token", token)])
+        if status == 303:
+            _, page = await self.get("/admin/")
+            found = CSRF.search(page)
+            assert found
+            self.csrf = found[1]
+        return status
+
+
+@pytest.fixture
+async def ui(harness: Harness) -> AsyncIterator[tuple[Harness, Client]]:
+    relay = await harness.start_relay(admin_token=TOKEN, poll_interval=30, max_attempts=1)
+    await relay.wait_idle()
+    base = f"http://127.0.0.1:{relay.service.http_port}"
+    # unsafe: keep cookies of an IP address host (127.0.0.1), as a browser does
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        yield harness, Client(http, base)
+
+
+async def _dead(harness: Harness, titles: list[str], error: str = "400: bad event") -> list[int]:
+    conn = await harness.conn()
+    ids = []
+    async with conn.transaction():
+        for n, title in enumerate(titles):
+            ids.append(await harness.enqueue_track(f"USDED{n:07d}", title))
+        await conn.execute(
+            "UPDATE outbox.messages SET status = 'dead', attempts = 5, last_error = $2, "
+            "processed_at = now() WHERE id = ANY($1)",
+            ids,
+            error,
+        )
+    return ids
+
+
+async def test_pages_need_a_session_and_sign_in_sets_a_strict_httponly_cookie(
+    ui: tuple[Harness, Client],
+) -> None:
+    _, client = ui
+    for path in ("/admin/", "/admin/dead", "/admin/track?isrc=USRC17607839"):
+        status, _ = await client.get(path)
+        assert status == 303
+    async with client.http.get(client.base + "/admin", allow_redirects=False) as r:
+        assert r.status == 308 and r.headers["Location"] == "admin/"
+
+    assert await client.sign_in("wrong-token") == 401
+    # the sign-in form without its CSRF token is refused, even with the right admin token
+    status, page, _ = await client.post("/admin/signin", [("token", TOKEN)])
+    assert status == 403 and "expired or came from elsewhere" in page
+
+    _, form = await client.get("/admin/signin")
+    match = CSRF.search(form)
+    assert match
+    async with client.http.post(
+        client.base + "/admin/signin",
+        data={"csrf": match[1], "token": TOKEN},
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 303
+        assert response.headers["Location"] == "./"  # relative: works behind any prefix
+        cookie = next(
+            v for k, v in response.headers.items() if k == "Set-Cookie" and "session" in v
+        )
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=" not in cookie
+    status, page = await client.get("/admin/")
+    assert status == 200 and "Overview" in page
+    assert TOKEN not in page
+
+
+async def test_the_json_endpoints_keep_their_bearer_token(ui: tuple[Harness, Client]) -> None:
+    _, client = ui
+    await client.sign_in()
+    # a session cookie is not a bearer token: the JSON API still asks for the header
+    async with client.http.get(client.base + "/admin/status") as response:
+        assert response.status == 401
+
+
+async def test_every_page_answers_with_data(ui: tuple[Harness, Client]) -> None:
+    harness, client = ui
+    await _dead(harness, ["Dead One", "Dead Two"])
+    await harness.enqueue_track("USPND0000001", "Waiting Song")
+    await client.sign_in()
+    for path, expected in [
+        ("/admin/", "dead letters"),
+        ("/admin/dead", "Dead One"),
+        ("/admin/dead?error=400%3A+bad+event", "Dead Two"),
+        ("/admin/pending", "pending"),
+        ("/admin/search?q=dead", "Dead One"),
+        ("/admin/search?q=usded0000000", "Track USDED0000000"),
+        ("/admin/track?isrc=USDED0000001", "Dead Two"),
+        ("/admin/scans", "scan run"),
+        ("/admin/search", "Search a track"),
+    ]:
+        async with client.http.get(client.base + path) as response:
+            text = await response.text()
+            assert response.status == 200, (path, text)
+            assert expected in text, path
+            assert response.headers["Cache-Control"] == "no-store"
+            assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "says"),
+    [
+        ("/admin/dead?before=abc", 400, "before must be a whole number"),
+        ("/admin/dead?before=-1", 400, "before must be a whole number"),
+        ("/admin/dead?before=99999999999999999999", 400, "before must be a whole number"),
+        ("/admin/dead?limit=0", 400, "limit must be from 1 to 200"),
+        ("/admin/dead?limit=5000", 400, "limit must be from 1 to 200"),
+        ("/admin/pending?after=yesterday,1", 400, "after must be"),
+        ("/admin/pending?after=2026-01-01T00:00:00,1", 400, "after must be"),
+        ("/admin/pending?after=2026-01-01T00:00:00%2B00:00,x", 400, "after must be"),
+        ("/admin/scans?before=0", 400, "before must be from 1"),
+        ("/admin/track", 400, "isrc must not be empty"),
+        ("/admin/track?isrc=%3Cscript%3E", 400, "isrc must be 12 letters or digits"),
+        ("/admin/track?isrc=USRC17607839", 404, "Nothing is known about ISRC USRC17607839"),
+        ("/admin/search?q=" + "x" * 201, 400, "q must be at most 200 characters"),
+        ("/admin/search?q=a%00b", 400, "q must not contain NUL"),
+        ("/admin/nope", 404, "There is no page /admin/nope"),
+        ("/admin/static/passwd", 404, "There is no page"),
+        ("/admin/static/..%2f..%2fconfig.py", 404, "There is no page"),
+    ],
+)
+async def test_bad_input_is_a_4xx_page_never_a_500(
+    ui: tuple[Harness, Client], path: str, status: int, says: str
+) -> None:
+    _, client = ui
+    await client.sign_in()
+    got, page = await client.get(path)
+    assert got == status, page
+    assert says in page
+    assert "<html" in page  # a page, not JSON
+
+
+async def test_bad_requeue_forms_are_400(ui: tuple[Harness, Client]) -> None:
+    harness, client = ui
+    ids = await _dead(harness, ["A"])
+    await client.sign_in()
+    for form, says in [
+        ([], "select at least one dead letter"),
+        ([("ids", "x")], "ids must be row ids"),
+        ([("ids", str(ids[0])), ("error", "e")], "either ids or an error"),
+        ([("error", "e")], "up_to must be a row id"),
+        ([("error", "e"), ("up_to", "-3")], "up_to must be a row id"),
+        ([("ids", str(n)) for n in range(501)], "at most 500"),
+    ]:
+        status, page, _ = await client.post("/admin/dead-requeue", [("csrf", client.csrf), *form])
+        assert status == 400, (form[:2], page)
+        assert says in page
+    # past aiohttp's 1,000 form fields: a 413 page, still not a 500
+    form = [("csrf", client.csrf), *[("ids", str(n)) for n in range(1001)]]
+    status, page, _ = await client.post("/admin/dead-requeue", form)
+    assert status == 413 and "select at most 500 rows" in page
+
+
+async def test_a_title_of_script_shows_as_text(ui: tuple[Harness, Client]) -> None:
+    harness, client = ui
+    evil = "<script>alert(1)</script>"
+    await _dead(harness, [evil], error="<img src=x onerror=alert(2)>")
+    await client.sign_in()
+    for path in ("/admin/dead", "/admin/search?q=%3Cscript", "/admin/track?isrc=USDED0000000"):
+        _, page = await client.get(path)
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page, path
+        assert "<script>alert" not in page and "<img src=x" not in page
+
+
+async def test_requeue_confirms_the_count_is_idempotent_and_logs_who(
+    ui: tuple[Harness, Client],
+) -> None:
+    harness, client = ui
+    ids = await _dead(harness, ["One", "Two", "Three"], error="400: Event is over the max size")
+    await client.sign_in()
+
+    # without the CSRF token: refused, nothing moves
+    status, page, _ = await client.post("/admin/dead-requeue", [("ids", str(ids[0]))])
+    assert status == 403 and "CSRF" in page
+    status, page, _ = await client.post(
+        "/admin/dead-requeue", [("csrf", "forged"), ("ids", str(ids[0])), ("confirm", "yes")]
+    )
+    assert status == 403
+    assert (await harness.statuses()).get("dead") == 3
+
+    # the confirmation names how many
+    form = [("csrf", client.csrf), ("ids", str(ids[0])), ("ids", str(ids[1]))]
+    status, page, _ = await client.post("/admin/dead-requeue", form)
+    assert status == 200 and "Requeue <strong>2</strong> dead letters" in page
+    with capture_logs() as logs:
+        status, _, location = await client.post("/admin/dead-requeue", [*form, ("confirm", "yes")])
+    assert status == 303 and location == "dead?requeued=2&asked=2"
+    audit = [e for e in logs if e["event"] == "admin_requeue"]
+    assert len(audit) == 1
+    assert audit[0]["who"].startswith("session:") and audit[0]["requeued"] == 2
+    assert audit[0]["selector"] == "ids" and audit[0]["ids"] == ids[:2]
+
+    # again: idempotent, nothing more moves, and the page says so
+    status, page, _ = await client.post("/admin/dead-requeue", form)
+    assert "None of these is dead any more" in page
+    status, _, location = await client.post("/admin/dead-requeue", [*form, ("confirm", "yes")])
+    assert location == "dead?requeued=0&asked=2"
+    _, page = await client.get("/admin/" + location)
+    assert "Requeued 0 dead letters; 2 of the 2 selected were no longer dead" in page
+
+    # all with one error: up to the newest id the operator saw
+    _, page = await client.get("/admin/dead")
+    up_to = re.search(r'name="up_to" value="(\d+)"', page)
+    assert up_to and int(up_to[1]) == ids[2]
+    error_form = [
+        ("csrf", client.csrf),
+        ("error", "400: Event is over the max size"),
+        ("up_to", up_to[1]),
+    ]
+    _, page, _ = await client.post("/admin/dead-requeue", error_form)
+    assert "Requeue <strong>1</strong> dead letter whose last error" in page
+    _, _, location = await client.post("/admin/dead-requeue", [*error_form, ("confirm", "yes")])
+    assert location == "dead?requeued=1&asked=1"
+    assert "dead" not in await harness.statuses()
+
+
+async def test_sign_out_ends_the_session(ui: tuple[Harness, Client]) -> None:
+    _, client = ui
+    await client.sign_in()
+    status, _, location = await client.post("/admin/signout", [("csrf", client.csrf)])
+    assert status == 303 and location == "signin"
+    status, _ = await client.get("/admin/")
+    assert status == 303
+
+
+async def test_catalog_ids_say_the_catalog_lookup_is_not_installed(
+    ui: tuple[Harness, Client],
+) -> None:
+    harness, client = ui
+    conn = await harness.conn()
+    if await conn.fetchval("SELECT count(*) FROM outbox.schema_migrations WHERE version = 10"):
+        pytest.skip("the catalog lookup (migration 010) is installed: its search is tested there")
+    await client.sign_in()
+    status, page = await client.get("/admin/search?q=123456")
+    assert status == 200
+    assert "Catalog ids are not searchable here" in page and "migration 010" in page
+
+
+async def test_page_requests_are_counted_by_route_and_status(
+    ui: tuple[Harness, Client],
+) -> None:
+    _, client = ui
+    await client.sign_in()
+    await client.get("/admin/dead")
+    await client.get("/admin/dead?limit=0")
+    _, metrics = await client.get("/metrics")
+    assert 'outbox_relay_admin_page_requests_total{route="/admin/dead",status="200"} 1.0' in metrics
+    assert 'outbox_relay_admin_page_requests_total{route="/admin/dead",status="400"} 1.0' in metrics
+    assert "outbox_relay_admin_page_duration_seconds_bucket" in metrics
+
+
+async def test_the_vendored_script_is_the_noted_release() -> None:
+    static = Path(__file__).parents[2] / "outbox_relay" / "http" / "static"
+    assert hashlib.sha256((static / "htmx.min.js").read_bytes()).hexdigest() == HTMX_SHA256
+    assert "2.0.11" in (static / "README.md").read_text()
+    assert HTMX_SHA256 in (static / "README.md").read_text()
+
+
+async def test_no_page_without_a_token(harness: Harness) -> None:
+    relay = await harness.start_relay()
+    await relay.wait_idle()
+    async with aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{relay.service.http_port}"
+        for path in ("/admin/", "/admin/signin", "/admin/static/htmx.min.js"):
+            async with http.get(base + path) as response:
+                assert response.status == 404
+
+
+def test_why_a_row_waits() -> None:
+    row = {"due_in": 12.0, "leased": True, "due": False, "claimed_by": "r1", "attempts": 0}
+    assert why_pending(row, True) == "leased by r1: its lease ends in 12 s"
+    row |= {"leased": False, "attempts": 2}
+    assert why_pending(row, True).startswith("backing off after 2 rejection(s)")
+    row |= {"due": True, "due_in": -1.0, "attempts": 0}
+    assert why_pending(row, False).startswith("paused: the Event API is unreachable")
+    assert why_pending(row, True) == "due now: the next batch takes it"
+    assert human_age(3725) == "1 h 2 min" and human_age(None) == "—"
