@@ -91,7 +91,10 @@ async def dead_page(
 ) -> list[dict[str, Any]]:
     """Dead letters with an id below ``before``, newest first (only ``error``'s if given)."""
     rows = await conn.fetch(QUERIES["ui_dead_page"], before, limit, error)
-    return [{**dict(row), "tracks": _json(row["tracks"])} for row in rows]
+    return [
+        {**dict(row), "tracks": _json(row["tracks"]), "error_history": _json(row["error_history"])}
+        for row in rows
+    ]
 
 
 async def dead_errors(conn: asyncpg.Connection) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ SELECT (SELECT count(*) FROM outbox.messages
 -- Dead letters, newest first, after keyset cursor $1 (an id; the first page passes the largest
 -- bigint), $2 rows, optionally only those whose last error is exactly $3.
 SELECT id, kind, parent_id, isrc, title, artist, album, attempts, last_error, event_id,
-       created_at, processed_at, tracks
+       created_at, processed_at, tracks, error_history
 FROM outbox.messages
 WHERE status = 'dead' AND id < $1::bigint
   AND ($3::text IS NULL OR last_error = $3::text)
@@ -76,10 +76,11 @@ WHERE status = 'dead' AND id <= $2::bigint AND last_error = $1::text;
 
 -- name: ui_requeue_error
 -- Dead letters whose last error is exactly $1, with an id up to $2, back to pending with fresh
--- attempts. Rows no longer dead are left alone, so repeating it requeues nothing more.
+-- attempts. Rows no longer dead are left alone, so repeating it requeues nothing more. As
+-- requeue_dead: the last error is no longer current and stays in error_history (migration 007).
 UPDATE outbox.messages
 SET status = 'pending', attempts = 0, next_attempt_at = now(), processed_at = NULL,
-    claim_token = NULL
+    claim_token = NULL, last_error = NULL
 WHERE status = 'dead' AND id <= $2::bigint AND last_error = $1::text
 RETURNING id;
 
@@ -134,7 +135,7 @@ LIMIT $2::int;
 WITH rows_of_isrc AS MATERIALIZED (
     SELECT m.id, m.kind, m.parent_id, m.status, m.attempts, m.skip_reason, m.last_error,
            m.event_id, m.inngest_id, m.force, m.claimed_by, m.created_at, m.processed_at,
-           m.next_attempt_at, m.title
+           m.next_attempt_at, m.title, m.error_history
     FROM outbox.messages AS m
     WHERE m.isrc IS NOT NULL AND upper(btrim(m.isrc)) = $1::text
 ), albums AS (

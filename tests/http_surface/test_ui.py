@@ -259,6 +259,15 @@ async def test_requeue_confirms_the_count_is_idempotent_and_logs_who(
     _, _, location = await client.post("/admin/dead-requeue", [*error_form, ("confirm", "yes")])
     assert location == "dead?requeued=1&asked=1"
     assert "dead" not in await harness.statuses()
+    # as `outbox-relay requeue`: the error is no longer current, and stays in the history
+    conn = await harness.conn()
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM outbox.messages WHERE id = ANY($1) AND last_error IS NOT NULL",
+            ids,
+        )
+        == 0
+    )
 
 
 async def test_sign_out_ends_the_session(ui: tuple[Harness, Client]) -> None:
