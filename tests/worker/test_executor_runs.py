@@ -102,6 +102,10 @@ async def test_an_embedder_failing_every_attempt_ends_failed_with_the_failed_eve
     assert failed.data["isrc"] == ISRC and failed.data["runId"] == run.run_id
     assert "connection refused" in failed.data["error"]
     assert synced.index.points == {}
+    metrics = synced.parts.metrics
+    assert metrics.runs_failed.labels("track-ingestion", "retries_exhausted")._value.get() == 1
+    assert metrics.runs_completed.labels(function="track-ingestion")._value.get() == 0
+    assert metrics.step_errors.labels("track-ingestion", "embed-document")._value.get() == 6
 
 
 async def test_a_malformed_event_fails_at_once_and_is_recorded(synced: Worker) -> None:
@@ -113,6 +117,8 @@ async def test_a_malformed_event_fails_at_once_and_is_recorded(synced: Worker) -
     row = (await synced.store.status([ISRC]))[ISRC]
     assert row["status"] == "failed" and "data.artist" in row["last_error"]
     assert synced.embedder.calls == []
+    metrics = synced.parts.metrics
+    assert metrics.runs_failed.labels("track-ingestion", "malformed_event")._value.get() == 1
 
 
 async def test_batch_reprocess_forces_known_isrcs_and_reports_unknown(

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from outbox_relay.domain.ingestion import VECTOR_NAME, TrackDocument
 from outbox_relay.domain.isrc import point_id
@@ -212,3 +213,20 @@ def test_document_names_are_the_seed_systems() -> None:
     assert document.point_id == "2396f4b7-b9f9-7d99-64b4-d30f8c8f32f8"
     assert set(document.payload()) == {"isrc", "title", "artist", "album", "artworkUrl"}
     assert VECTOR_NAME == "interpretation_embedding"
+
+
+async def test_log_events_carry_the_seeds_fields(parts: WorkerParts) -> None:
+    steps = IngestionSteps(parts)
+    request = parse_requested(REQUEST)
+    run = run_ref()
+    with capture_logs() as logs:
+        started = await steps.record_indexing(run, 1, request)
+        await steps.record_indexed(run, 1, request.title, started["startedAtMs"])
+    by_event = {entry["event"]: entry for entry in logs}
+    assert by_event["ingestion_started"]["trackTitle"] == "Bohemian Rhapsody"
+    indexed = by_event["ingestion_indexed"]
+    assert indexed["isrc"] == ISRC
+    assert indexed["trackTitle"] == "Bohemian Rhapsody"
+    assert indexed["result"] == "success"
+    assert isinstance(indexed["duration_ms"], int)
+    assert indexed["log_level"] == "info"
