@@ -282,6 +282,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "worker":
         from outbox_relay.apps.worker import WorkerService
 
+        await _check_before_start(settings, wait_if_down=True)
         await WorkerService(settings, with_relay=args.with_relay).run(handle_signals=True)
         return 0
     if args.command == "status":
@@ -321,6 +322,22 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(args.command)
 
 
+async def _check_before_start(settings: Settings, *, wait_if_down: bool) -> None:
+    """One line and exit for a refused login or an unmigrated database (db/preflight.py).
+
+    A server that is down fails a one-shot run (exit 1); a long-running command starts anyway,
+    since its own loops wait for the database with backoff.
+    """
+    from outbox_relay.db.preflight import check_database
+    from outbox_relay.errors import DatabaseUnavailable
+
+    try:
+        await check_database(settings.require_database_url())
+    except DatabaseUnavailable:
+        if not wait_if_down:
+            raise
+
+
 async def _scan(args: argparse.Namespace, settings: Settings) -> int:
     from outbox_relay.apps.scan import ScanService
 
@@ -334,6 +351,7 @@ async def _scan(args: argparse.Namespace, settings: Settings) -> int:
         configure_logging(
             settings.log_level, settings.log_format, settings.secrets(), stream=sys.stderr
         )
+    await _check_before_start(settings, wait_if_down=not args.once)
     service = ScanService(settings)
     if not args.once:
         await service.run(handle_signals=True)

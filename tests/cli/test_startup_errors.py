@@ -80,17 +80,32 @@ def _database(dsn: str) -> str:
     return urllib.parse.urlsplit(dsn).path.lstrip("/")
 
 
-@pytest.mark.parametrize("command", ["status", "requeue", "relay", "api"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],
+        ["requeue", "--all"],
+        ["relay"],
+        ["api"],
+        ["scan", "--once"],
+        ["scan"],
+        ["worker"],
+    ],
+)
 def test_an_unmigrated_database_says_run_migrate(
-    command: str, fresh_database_url: str, tmp_path: Path
+    args: list[str], fresh_database_url: str, tmp_path: Path
 ) -> None:
-    args = [command, "--all"] if command == "requeue" else [command]
-
-    result = run(tmp_path, *args, DATABASE_URL=fresh_database_url)
+    result = run(
+        tmp_path,
+        *args,
+        DATABASE_URL=fresh_database_url,
+        OUTBOX_SCAN_HTTP_PORT="0",
+        OUTBOX_WORKER_PORT="0",
+    )
 
     assert result.returncode == 2
     assert last_line(result) == (
-        f'outbox-relay {command}: database "{_database(fresh_database_url)}" is not migrated '
+        f'outbox-relay {args[0]}: database "{_database(fresh_database_url)}" is not migrated '
         f"(outbox.messages does not exist): {MIGRATE}"
     )
 
@@ -112,10 +127,10 @@ def test_a_database_missing_a_migration_of_this_release_says_run_migrate(
     )
 
 
-@pytest.mark.parametrize("command", ["status", "requeue", "migrate"])
+@pytest.mark.parametrize("command", ["status", "requeue", "migrate", "scan"])
 def test_a_database_that_is_down_is_one_line_and_exit_1(command: str, tmp_path: Path) -> None:
     dsn = down_dsn()
-    args = [command, "--all"] if command == "requeue" else [command]
+    args = {"requeue": [command, "--all"], "scan": [command, "--once"]}.get(command, [command])
 
     result = run(tmp_path, *args, DATABASE_URL=dsn)
 
@@ -289,3 +304,33 @@ async def test_the_write_api_answers_503_with_the_reason_on_an_unmigrated_databa
             "reason": f'database "{_database(fresh_database_url)}" is not migrated '
             f"(outbox.messages does not exist): {MIGRATE}",
         }
+
+
+# -- a wrong password (a server of its own: the session's trusts every login) ------------------
+
+
+def test_a_wrong_password_is_a_login_error(tmp_path: Path) -> None:
+    import psycopg
+
+    from outbox_relay.testing.postgres import LocalPostgres
+
+    with LocalPostgres(fast=True) as pg:
+        with psycopg.connect(pg.dsn, autocommit=True) as conn:
+            conn.execute("CREATE ROLE app LOGIN PASSWORD 'right-pw'")
+        # The first matching line wins: this role must give its password over TCP.
+        hba = pg.data_dir / "pg_hba.conf"
+        hba.write_text("host all app 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        with psycopg.connect(pg.dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+        dsn = f"postgresql://app:wrong-pw@127.0.0.1:{pg.port}/postgres"
+
+        for command in ("status", "relay"):
+            result = run(tmp_path, command, DATABASE_URL=dsn)
+
+            assert result.returncode == 2
+            assert last_line(result) == (
+                f"outbox-relay {command}: PostgreSQL at 127.0.0.1:{pg.port}/postgres refused the "
+                'login (password authentication failed for user "app"): fix the user and '
+                "password in DATABASE_URL"
+            )
+            assert "wrong-pw" not in result.stdout + result.stderr
