@@ -1,8 +1,8 @@
 """Qdrant down, seen by the real client: a ``QDRANT_URL`` where nothing listens refuses the
 connection, the upsert step fails, the executor retries it, and the failure handler records it.
 
-(Qdrant coming back is in ``test_executor_runs.py`` with the in-memory index: no Qdrant server
-can run here, and embedded Qdrant cannot be taken down under a running process.)
+(Qdrant coming back: ``test_qdrant_stall.py`` holds the real embedded engine's thread for a while
+under a running worker and relay; no Qdrant server can run here to be stopped and started.)
 """
 
 from __future__ import annotations
