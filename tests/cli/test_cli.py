@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import psycopg
+import pytest
 
 from outbox_relay.db.migrate import load_migrations
 
@@ -26,6 +27,7 @@ def run(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.slow
 def test_commands_that_need_a_database_say_which_variable_is_missing() -> None:
     for command in ("migrate", "relay", "api", "status"):
         result = run(command)
@@ -34,18 +36,21 @@ def test_commands_that_need_a_database_say_which_variable_is_missing() -> None:
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_relay_without_an_event_key_outside_dev_mode_is_a_clear_error(database_url: str) -> None:
     result = run("relay", DATABASE_URL=database_url, OUTBOX_HTTP_PORT="0")
     assert result.returncode == 2
     assert "INNGEST_EVENT_KEY is not set" in result.stderr
 
 
+@pytest.mark.slow
 def test_invalid_settings_name_the_variable_and_the_rule() -> None:
     result = run("status", DATABASE_URL="postgresql://x@127.0.0.1:1/x", OUTBOX_BATCH_SIZE="0")
     assert result.returncode == 2
     assert "OUTBOX_BATCH_SIZE" in result.stderr and "greater than or equal to 1" in result.stderr
 
 
+@pytest.mark.slow
 def test_migrate_applies_once_then_is_a_no_op(fresh_database_url: str) -> None:
     first = run("migrate", DATABASE_URL=fresh_database_url)
     assert first.returncode == 0, first.stderr
@@ -65,6 +70,7 @@ def test_migrate_applies_once_then_is_a_no_op(fresh_database_url: str) -> None:
     assert "applied 0 migration(s)" in again.stdout
 
 
+@pytest.mark.slow
 def test_status_and_requeue(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("SELECT outbox.enqueue_track('USRC17600001', 't', 'a', 'b')")
@@ -91,6 +97,7 @@ def test_status_and_requeue(database_url: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_requeue_by_id_says_why_a_row_was_left_alone(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         pending = conn.execute("SELECT outbox.enqueue_track('USRC17600001', 't', 'a', 'b')")
@@ -122,6 +129,7 @@ def test_requeue_by_id_says_why_a_row_was_left_alone(database_url: str) -> None:
     assert only_missing.stdout == "requeued 0 dead letter(s)\n"
 
 
+@pytest.mark.slow
 def test_each_command_help_names_the_variables_it_reads() -> None:
     from outbox_relay.cli.main import COMMAND_SETTINGS, _parser
 
@@ -157,6 +165,7 @@ def test_each_command_help_names_the_variables_it_reads() -> None:
             assert name in text, (command, name)
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_system_and_exits_0() -> None:
     result = run("demo", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -31,6 +31,9 @@ import pytest
 from outbox_relay.db.migrate import migrate
 from outbox_relay.testing.postgres import LocalPostgres
 
+# Slow (demo processes, servers and signals): CI runs it, -m "not slow" leaves it out.
+pytestmark = pytest.mark.slow
+
 if TYPE_CHECKING:
     # For annotations only: test modules do not import conftest at run time.
     from conftest import PgServer

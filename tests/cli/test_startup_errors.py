@@ -25,6 +25,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from outbox_relay.http.write_api import create_app
 from outbox_relay.testing.postgres import free_port
 
+# Slow (one CLI process per command and fault): CI runs it, -m "not slow" leaves it out.
+pytestmark = pytest.mark.slow
+
 ENV_KEYS = ("DATABASE_URL", "INNGEST_EVENT_KEY", "INNGEST_DEV", "QDRANT_URL", "QDRANT_PATH")
 MIGRATE = "run `outbox-relay migrate` with this DATABASE_URL"
 NOT_POSTGRES = (

@@ -108,6 +108,7 @@ def _error(conn: psycopg.Connection, statement: str, params: tuple[object, ...])
     return None
 
 
+@pytest.mark.slow
 @settings(
     max_examples=1500,
     deadline=None,

@@ -24,6 +24,9 @@ from psycopg import sql
 from outbox_relay.db.migrate import admin_sql, load_migrations, migrate, migrate_with_report
 from outbox_relay.errors import MigrationError
 
+# Slow (roles and owners on a server of its own): CI runs it, -m "not slow" leaves it out.
+pytestmark = pytest.mark.slow
+
 if TYPE_CHECKING:
     # For annotations only: test modules do not import conftest at run time.
     from conftest import PgServer

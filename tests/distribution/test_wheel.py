@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+# Slow (builds and installs the wheel): CI runs it, -m "not slow" leaves it out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "migrations"
 PgQuery = Callable[..., list[tuple[Any, ...]]]

@@ -25,6 +25,9 @@ from hypothesis import strategies as st
 
 from outbox_relay.http.write_api import create_app
 
+# Slow (long fault tests): CI runs them, -m "not slow" leaves them out.
+pytestmark = pytest.mark.slow
+
 # -- the API, served for real on a loop of its own ---------------------------------------------
 
 

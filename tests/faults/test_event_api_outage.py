@@ -15,6 +15,9 @@ from outbox_relay.testing.inngest import Fault, Hang, Refuse, Status5xx
 
 from .conftest import Fleet, SteadyWriter, delivery_report, figure, quantile, write_api
 
+# Slow (long fault tests): CI runs them, -m "not slow" leaves them out.
+pytestmark = pytest.mark.slow
+
 OUTAGES: dict[str, Fault] = {
     "refused": Refuse(),
     "5xx": Status5xx(503, body="html"),

@@ -11,6 +11,9 @@ from outbox_relay.testing.inngest import Fault, Status5xx, Status429
 
 from .conftest import Fleet, delivery_report, figure
 
+# Slow (long fault tests): CI runs them, -m "not slow" leaves them out.
+pytestmark = pytest.mark.slow
+
 LONG = {
     "5xx": Status5xx(503, body="json"),
     "429": Status429(retry_after=0),

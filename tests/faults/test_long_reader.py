@@ -8,8 +8,12 @@ measured (and reported), not asserted beyond a generous floor.
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from .conftest import Fleet, figure
+
+# Slow (long fault tests): CI runs them, -m "not slow" leaves them out.
+pytestmark = pytest.mark.slow
 
 ROWS = 10_000
 

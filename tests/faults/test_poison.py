@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from outbox_relay.testing.inngest import EventApiStandIn, Reject
 
 from .conftest import Fleet, delivery_report
+
+# Slow (long fault tests): CI runs them, -m "not slow" leaves them out.
+pytestmark = pytest.mark.slow
 
 MAX_EVENT = 3000
 

@@ -25,6 +25,9 @@ from outbox_relay.testing.postgres import LocalPostgres
 
 from .conftest import Fleet, delivery_report, figure, silent_insert
 
+# Slow (long fault tests): CI runs them, -m "not slow" leaves them out.
+pytestmark = pytest.mark.slow
+
 SLOW_POLL = {"OUTBOX_POLL_INTERVAL": "60"}
 
 

@@ -9,6 +9,9 @@ import pytest
 
 from .conftest import Fleet, delivery_report, figure, hanging_tcp_server, refused_port
 
+# Slow (long fault tests): CI runs them, -m "not slow" leaves them out.
+pytestmark = pytest.mark.slow
+
 TIMEOUT = 0.5
 
 

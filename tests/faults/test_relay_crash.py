@@ -12,9 +12,14 @@ import asyncio
 import random
 import time
 
+import pytest
+
 from outbox_relay.testing.inngest import Latency
 
 from .conftest import Fleet, delivery_report, figure
+
+# Slow (long fault tests): CI runs them, -m "not slow" leaves them out.
+pytestmark = pytest.mark.slow
 
 ROWS = 20_000
 ALBUMS = 100  # of 10 tracks each: a kill may also land between an album's fan-out and its tracks

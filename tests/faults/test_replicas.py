@@ -6,9 +6,14 @@ import asyncio
 import contextlib
 import time
 
+import pytest
+
 from outbox_relay.testing.inngest import Reject
 
 from .conftest import Fleet, delivery_report, figure
+
+# Slow (long fault tests): CI runs them, -m "not slow" leaves them out.
+pytestmark = pytest.mark.slow
 
 REPLICAS = 4
 ROWS = 8_000

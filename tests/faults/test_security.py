@@ -23,6 +23,9 @@ from outbox_relay.testing.inngest import Refuse, Reject, Status5xx
 
 from .conftest import Fleet, refused_port
 
+# Slow (long fault tests): CI runs them, -m "not slow" leaves them out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def relay_login(database_url: str) -> Iterator[tuple[str, str]]:

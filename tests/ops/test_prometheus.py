@@ -39,6 +39,9 @@ from outbox_relay.testing.postgres import free_port
 
 from relay.harness import Harness
 
+# Slow (a real Prometheus and promtool): CI runs it, -m "not slow" leaves it out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "grafana" / "dashboards" / "outbox-relay.json"
 ALERTS = ROOT / "prometheus" / "alerts.yml"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from outbox_relay.testing.inngest import Status5xx
 
 from .conftest import Harness
@@ -42,6 +44,7 @@ async def test_an_outage_hands_the_batch_claimed_ahead_back_uncharged(harness: H
     assert harness.standin.summary()["event_count"] == 50
 
 
+@pytest.mark.slow
 async def test_the_next_batch_goes_out_while_the_last_outcome_is_being_written(
     harness: Harness,
 ) -> None:

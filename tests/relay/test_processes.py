@@ -16,6 +16,9 @@ from outbox_relay.testing.inngest import Hang
 
 from .conftest import Harness, wait_until
 
+# Slow (relay processes, signals and kills): CI runs it, -m "not slow" leaves it out.
+pytestmark = pytest.mark.slow
+
 
 async def test_a_relay_killed_mid_batch_has_its_rows_published_after_the_lease(
     harness: Harness,

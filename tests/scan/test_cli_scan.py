@@ -12,12 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from outbox_relay.adapters.tags import MutagenTagReader
 from outbox_relay.cli.scan import ProgressBar
 from outbox_relay.scan.cycle import read_inbound
 from outbox_relay.testing.audio import write_album
 
 from .conftest import ScanEnv
+
+# Slow (scan processes): CI runs it, -m "not slow" leaves it out.
+pytestmark = pytest.mark.slow
 
 
 def run_scan(env: ScanEnv, *args: str) -> subprocess.CompletedProcess[str]:

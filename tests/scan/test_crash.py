@@ -29,6 +29,9 @@ from outbox_relay.testing.postgres import LocalPostgres
 
 from .conftest import ScanEnv
 
+# Slow (sIGKILLs scan processes at every point): CI runs it, -m "not slow" leaves it out.
+pytestmark = pytest.mark.slow
+
 
 def spawn_scan(
     env: ScanEnv, log_path: Path, *args: str, **variables: str

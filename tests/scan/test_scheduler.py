@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest
 import pytest_asyncio
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
@@ -61,6 +62,7 @@ def runs(env: ScanEnv) -> list[tuple[Any, ...]]:
     )
 
 
+@pytest.mark.slow
 async def test_settings_edited_in_sql_take_effect_without_a_restart(
     scan_env: ScanEnv, service: ScanService
 ) -> None:
@@ -117,6 +119,7 @@ async def test_settings_edited_in_sql_take_effect_without_a_restart(
         assert "staging_scan.schedule" in error["error"]
 
 
+@pytest.mark.slow
 async def test_an_overlapping_tick_is_skipped_and_logged(
     scan_env: ScanEnv, service: ScanService
 ) -> None:

@@ -393,6 +393,7 @@ async def test_a_concurrency_key_limit_of_one_never_overlaps_one_key(
     assert any(sa < eb and sb < ea for sa, ea in a for sb, eb in b)
 
 
+@pytest.mark.slow
 async def test_throttle_queues_run_starts_instead_of_dropping_them(
     standin: EventApiStandIn,
 ) -> None:
@@ -462,6 +463,7 @@ async def test_sync_refuses_an_expression_it_cannot_evaluate(standin: EventApiSt
     assert standin.executor.functions == {}
 
 
+@pytest.mark.slow
 async def test_a_worker_killed_mid_step_is_retried_and_completes(
     standin: EventApiStandIn, tmp_path: Path
 ) -> None:
@@ -616,6 +618,7 @@ async def test_parallel_steps_are_planned_then_run_one_request_each(
     assert run.requests[-1].status == 200
 
 
+@pytest.mark.slow
 async def test_sleep_and_retry_after_set_when_the_next_request_comes(
     standin: EventApiStandIn,
 ) -> None:
@@ -670,6 +673,7 @@ async def test_sync_waits_for_an_app_that_is_still_starting(standin: EventApiSta
     assert registration["function_ids"] == [fid("echo")]
 
 
+@pytest.mark.slow
 async def test_the_command_line_syncs_an_app_and_serves_its_runs_to_other_processes() -> None:
     sock = _free_socket()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/inngest"

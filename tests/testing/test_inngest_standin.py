@@ -769,6 +769,7 @@ async def test_wait_for_events_wakes_on_arrival(standin: EventApiStandIn, post: 
         await standin.wait_for_events(10, timeout=0.05)
 
 
+@pytest.mark.slow
 async def test_command_line_runs_a_separate_process(session: aiohttp.ClientSession) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = await asyncio.create_subprocess_exec(

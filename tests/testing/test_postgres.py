@@ -32,6 +32,9 @@ from outbox_relay.testing.postgres import (
     free_port,
 )
 
+# Slow (starts, kills and restarts PostgreSQL servers): CI runs it, -m "not slow" leaves it out.
+pytestmark = pytest.mark.slow
+
 if TYPE_CHECKING:
     # For annotations only: test modules do not import conftest at run time.
     from conftest import PgQuery, PgServer, TemplateDatabase

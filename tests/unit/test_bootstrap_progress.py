@@ -103,6 +103,7 @@ def test_more_packages_than_pinned_raise_the_total_instead_of_overflowing() -> N
     assert (progress.fetched, progress.expected) == (2, 2)
 
 
+@pytest.mark.slow
 def test_when_pip_fails_the_end_of_its_log_is_shown_and_its_status_returned(
     tmp_path: Path,
 ) -> None:

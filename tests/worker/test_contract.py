@@ -27,6 +27,7 @@ texts = st.text(min_size=1, max_size=200).filter(lambda t: t.strip(" \t\n\r\f\v"
 urls = st.none() | st.from_regex(r"https?://[a-z0-9./_-]{1,60}", fullmatch=True)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     isrc=isrcs,

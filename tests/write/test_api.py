@@ -709,6 +709,7 @@ async def test_refused_connections_are_503_until_the_database_is_reachable(
     assert all(password not in repr(entry) for entry in logs)
 
 
+@pytest.mark.slow
 async def test_a_server_shutting_down_is_503_and_the_api_recovers_after_its_restart(
     restartable_pg: LocalPostgres, pg_query: PgQuery
 ) -> None:
@@ -726,6 +727,7 @@ async def test_a_server_shutting_down_is_503_and_the_api_recovers_after_its_rest
     assert counts(pg_query, dsn) == (2, 0, 2)
 
 
+@pytest.mark.slow
 async def test_sessions_killed_at_any_instant_are_503_never_500_nor_half_written(
     database_url: str, pg_query: PgQuery
 ) -> None:
