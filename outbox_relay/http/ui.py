@@ -409,6 +409,10 @@ def add_ui_routes(
             return await handler(request)
         session = sessions.check(request.cookies.get(SESSION_COOKIE))
         if session is None:
+            if request.headers.get("HX-Request") == "true":
+                # a live section refreshing after the session ended: htmx follows this header
+                # with a whole-page navigation (a 303 would swap the sign-in form into it)
+                return web.Response(status=200, headers={"HX-Redirect": "signin"})
             if request.method == "GET":
                 return see_other("signin")
             return render(

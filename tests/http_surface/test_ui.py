@@ -88,6 +88,12 @@ async def test_pages_need_a_session_and_sign_in_sets_a_strict_httponly_cookie(
     async with client.http.get(client.base + "/admin", allow_redirects=False) as r:
         assert r.status == 308 and r.headers["Location"] == "admin/"
 
+    # a live section polling after the session ended: a whole-page redirect for htmx
+    async with client.http.get(
+        client.base + "/admin/", headers={"HX-Request": "true"}, allow_redirects=False
+    ) as r:
+        assert r.status == 200 and r.headers["HX-Redirect"] == "signin"
+
     assert await client.sign_in("wrong-token") == 401
     # the sign-in form without its CSRF token is refused, even with the right admin token
     status, page, _ = await client.post("/admin/signin", [("token", TOKEN)])
