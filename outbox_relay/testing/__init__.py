@@ -9,6 +9,8 @@ drive the real parts, lives here and only here:
   plays Inngest's executor for SDK apps (sync, runs, retries, flow control).
 - :mod:`.fakes`: in-memory implementations of the relay's ports, for the fast tier of tests.
 - :mod:`.relay_process`: the one way to start relay processes from tests and benchmarks.
+- :mod:`.schema`: ``db/schema.sql`` regenerated from the migrations (``scripts/schema``) and
+  the schema-only dumps its test compares.
 
 The import rules in ``pyproject.toml`` (import-linter) allow only ``outbox_relay.cli.demo``,
 ``tests/`` and ``bench/`` to import this package.
