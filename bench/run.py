@@ -491,7 +491,7 @@ async def write_rate(dsn: str, variant: str, seconds: float, tag: str) -> float:
         nonlocal count
         n = 0
         while time.monotonic() < deadline:
-            isrc = f"{tag}{c}{n:06d}"
+            isrc = f"{tag}{c}{n:07d}"  # 12 characters: a valid ISRC the relay publishes
             async with conn.transaction():
                 if variant == "a":
                     await conn.execute(LIBRARY_INSERT, isrc, 0)
@@ -515,30 +515,47 @@ async def write_rate(dsn: str, variant: str, seconds: float, tag: str) -> float:
 
 
 async def b3_write_overhead(bench: Bench, p: Profile, repeat: int) -> Figures:
-    """(a) library INSERT alone; (b) with its outbox row in the same INSERT, NOTIFY on; (c) as
-    (b) with the NOTIFY trigger off; and (b) again as two statements (the helper, then the
-    INSERT), the shape of code that calls ``enqueue_track`` first to use the id."""
+    """Library write transactions a second from 8 connections, with a relay draining throughout
+    (as in production) and without one:
+
+    (a) the library INSERT alone; (b) with its outbox row in the same INSERT, as shipped; (c) as
+    (b) with the wake-up trigger off, so nothing but the relay's poll finds the rows; and (b)
+    again as two statements (the helper, then the INSERT), the shape of code that calls
+    ``enqueue_track`` first to use the id. ``b/c`` is what waking relays costs the writers.
+    """
     variants = ("a", "b", "c", "two_statements")
-    rates: dict[str, list[float]] = {v: [] for v in variants}
+    modes = {"": True, "no_relay_": False}
+    rates: dict[tuple[str, str], list[float]] = {(m, v): [] for m in modes for v in variants}
     for run in range(repeat):
-        async with bench.database() as dsn:
-            for variant in variants:
-                conn = await asyncpg.connect(dsn)
-                action = "DISABLE" if variant == "c" else "ENABLE"
-                await conn.execute(f"ALTER TABLE outbox.messages {action} TRIGGER messages_notify")
-                await conn.close()
-                tag = f"W{variant[0]}{run}"
-                rates[variant].append(await write_rate(dsn, variant, p.write_seconds, tag))
-    a, b, c, two = (median(rates[v]) for v in variants)
-    return {
-        "a_tx_per_s": a,
-        "b_tx_per_s": b,
-        "c_tx_per_s": c,
-        "b/a": b / a,
-        "b/c": b / c,
-        "two_statements_tx_per_s": two,
-        "two_statements/a": two / a,
-    }
+        for mode, with_relay in modes.items():
+            async with bench.database() as dsn:
+                relays = [bench.spawn_relay(dsn)] if with_relay else []
+                async with bench.running(relays):
+                    for variant in variants:
+                        conn = await asyncpg.connect(dsn)
+                        action = "DISABLE" if variant == "c" else "ENABLE"
+                        await conn.execute(
+                            f"ALTER TABLE outbox.messages {action} TRIGGER messages_notify"
+                        )
+                        await conn.close()
+                        tag = f"W{variant[0]}{run}{'r' if with_relay else 'n'}"
+                        rate = await write_rate(dsn, variant, p.write_seconds, tag)
+                        rates[mode, variant].append(rate)
+    figures: Figures = {}
+    for mode in modes:
+        a, b, c, two = (median(rates[mode, v]) for v in variants)
+        figures.update(
+            {
+                f"{mode}a_tx_per_s": a,
+                f"{mode}b_tx_per_s": b,
+                f"{mode}c_tx_per_s": c,
+                f"{mode}b/a": b / a,
+                f"{mode}b/c": b / c,
+                f"{mode}c/a": c / a,
+                f"{mode}two_statements/a": two / a,
+            }
+        )
+    return figures
 
 
 async def b4_album(bench: Bench, p: Profile, repeat: int) -> Figures:

@@ -173,6 +173,12 @@ class RelayMetrics:
             "Loop wake-ups by cause (notify, poll, backlog, reconnect).",
             {"cause": ("notify", "poll", "backlog", "reconnect")},
         )
+        self.step_downs = m.counter(
+            "step_downs_total",
+            "Sweeps before sleeping, by outcome: sleep (nothing left), rows (found rows), "
+            "woken (a notification came while a writer that saw the relay awake was committing).",
+            {"outcome": ("sleep", "rows", "woken")},
+        )
         self.listen_connected = m.gauge("listen_connected", "1 while the LISTEN connection is up.")
         self.event_api_available = m.gauge(
             "event_api_available",

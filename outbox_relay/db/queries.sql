@@ -174,3 +174,17 @@ SELECT 1;
 -- trigger of outbox.messages only fires on INSERT; an UPDATE that makes rows claimable again
 -- (requeueing dead letters) sends this.
 SELECT pg_notify($1::text, '');
+
+-- name: relay_awake
+-- Takes BUSY on the claiming session when no relay holds it: writers stop notifying while this
+-- relay drains (migration 011, docs/wakeups.md). True when this session holds it now.
+SELECT outbox.relay_awake();
+
+-- name: relay_step_down
+-- Before sleeping: releases BUSY ($1: this session holds it) and tells whether every writer that
+-- saw it held has ended (GATE clear); the relay then claims once more before it sleeps.
+SELECT outbox.relay_step_down($1::boolean);
+
+-- name: relay_gate_clear
+-- Asked again, a moment later, while a writer that saw BUSY held is still in its transaction.
+SELECT outbox.relay_gate_clear();

@@ -44,6 +44,12 @@ from outbox_relay.relay.maintenance import Maintenance
 log = structlog.get_logger("outbox_relay.relay")
 
 _SKIP_REASONS = frozenset({"missing_isrc", "invalid_isrc"})
+# While a writer that saw this relay awake is still in its transaction, the relay asks again
+# after this long, doubling up to the cap: its rows are swept at most the cap after it commits.
+_GATE_RETRY_FIRST = 0.001
+_GATE_RETRY_CAP = 0.05
+# How long a stopping relay waits for those writers before it wakes the other relays anyway.
+_HAND_OVER_WAIT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +206,13 @@ class Relay:
                     continue
                 try:
                     claimed = await self._claim_and_process()
+                    if claimed >= self._config.batch_size:
+                        self._metrics.wakeups.labels(cause="backlog").inc()
+                        continue
+                    if not await self._step_down():
+                        continue
                 except CONNECTION_ERRORS as exc:
                     await self._database_down(exc)
-                    continue
-                if claimed >= self._config.batch_size:
-                    self._metrics.wakeups.labels(cause="backlog").inc()
                     continue
                 await self._idle()
         finally:
@@ -212,6 +220,7 @@ class Relay:
             self._stop.set()
             await self._await_recording()
             await self._release_ahead()
+            await self._hand_over()
 
     async def _idle(self) -> None:
         """Sleeps until a notification, the poll interval, or stop."""
@@ -237,6 +246,55 @@ class Relay:
             cause = "poll"
         self._metrics.wakeups.labels(cause=cause).inc()
 
+    async def _step_down(self) -> bool:
+        """Before sleeping, hands the wake-ups back to the writers; True when it may sleep.
+
+        While this relay held BUSY, writers did not notify (docs/wakeups.md). It releases BUSY,
+        waits until every writer that saw it held has ended (they hold GATE until they commit;
+        a try-lock, so no writer ever waits for the relay), and claims once more: that claim sees
+        all their rows. A notification meanwhile means work has come: claim on instead.
+        """
+        if not self._store.owes_sweep or self._stop.is_set():
+            # Another relay holds BUSY and sweeps, or none does and writers notify; a stopping
+            # relay claims nothing more and hands over instead (_hand_over).
+            return True
+        clear = await self._store.step_down()
+        delay = _GATE_RETRY_FIRST
+        while not clear:
+            if await wait_event(self._wake, delay):
+                self._metrics.step_downs.labels(outcome="woken").inc()
+                return False
+            delay = min(2 * delay, _GATE_RETRY_CAP)
+            clear = await self._store.gate_clear()
+        # Every writer that saw BUSY held has ended: the duty is done once this claim runs (a
+        # claim-ahead inside it may take BUSY again, and owe the next sweep).
+        self._store.owes_sweep = False
+        swept = await self._claim_and_process(wake=False)
+        self._metrics.step_downs.labels(outcome="rows" if swept else "sleep").inc()
+        return swept == 0
+
+    async def _hand_over(self) -> None:
+        """A stopping relay that held BUSY: once the writers that saw it awake have ended (or
+        after :data:`_HAND_OVER_WAIT`), wakes the other relays so that one of them sweeps."""
+        if not self._store.owes_sweep:
+            return
+        try:
+            clear = await self._store.step_down()
+            if not clear:
+                log.info("relay_hand_over_waiting", reason="a writer that saw this relay awake")
+            deadline = time.monotonic() + _HAND_OVER_WAIT
+            delay = _GATE_RETRY_FIRST
+            while not clear and time.monotonic() < deadline:
+                await asyncio.sleep(delay)  # the stop event is set: nothing else to wait on
+                delay = min(2 * delay, _GATE_RETRY_CAP)
+                clear = await self._store.gate_clear()
+            await self._store.wake_relays()
+            self._store.owes_sweep = False
+            log.info("relay_handed_over", writers_done=clear)
+        except CONNECTION_ERRORS as exc:
+            # The session is gone, and BUSY with it: writers notify again from now on.
+            log.warning("relay_hand_over_failed", error=f"{type(exc).__name__}: {exc}")
+
     async def _database_down(self, exc: BaseException) -> None:
         self._database_ok = False
         self._database_problem = f"database error, reconnecting: {type(exc).__name__}: {exc}"
@@ -248,7 +306,7 @@ class Relay:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    async def _claim_and_process(self) -> int:
+    async def _claim_and_process(self, *, wake: bool = True) -> int:
         """Claims one batch and sees it through; returns how many rows were claimed.
 
         When the batch is full there is more waiting, so the next claim runs on the database
@@ -264,7 +322,7 @@ class Relay:
             # Cleared just before each claim: a notification after this point wakes us again.
             self._wake.clear()
             sent_at = time.monotonic()
-            ahead = (*await self._store.claim(self._config.batch_size), sent_at)
+            ahead = (*await self._store.claim(self._config.batch_size, wake=wake), sent_at)
         token, rows, claimed_at = ahead
         self._database_ok = True
         self._db_backoff.reset()

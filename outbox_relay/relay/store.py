@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import asyncpg
 import structlog
 
-from outbox_relay.db.connection import CONNECTION_ERRORS
+from outbox_relay.db.connection import CONNECTION_ERRORS, NOTIFY_CHANNEL
 from outbox_relay.db.queries import QUERIES
 from outbox_relay.ports import Outcomes
 
@@ -78,12 +78,26 @@ class OutboxStore:
             dsn,
             {"application_name": "outbox-relay-record", "synchronous_commit": synchronous_commit},
         )
+        # The claiming session that holds BUSY, if any; and whether a sweep is owed before this
+        # relay may sleep (it held BUSY since it last swept).
+        self._awake_on: asyncpg.Connection | None = None
+        self.owes_sweep = False
 
-    async def claim(self, limit: int) -> tuple[uuid.UUID, Sequence[asyncpg.Record]]:
-        """Claims up to ``limit`` rows (albums arrive fanned out) under a fresh token."""
+    async def claim(
+        self, limit: int, *, wake: bool = True
+    ) -> tuple[uuid.UUID, Sequence[asyncpg.Record]]:
+        """Claims up to ``limit`` rows (albums arrive fanned out) under a fresh token.
+
+        With ``wake``, the claiming session first takes BUSY if no relay holds it, so writers
+        stop notifying while this relay drains (docs/wakeups.md); the sweep before sleeping
+        (:meth:`step_down`) claims without it.
+        """
         token = uuid.uuid4()
         conn = await self._claims.connection()
         try:
+            if wake and self._awake_on is not conn and await conn.fetchval(QUERIES["relay_awake"]):
+                self._awake_on = conn
+                self.owes_sweep = True
             rows = await conn.fetch(
                 QUERIES["claim"], limit, token, self._replica_id, self._lease_seconds
             )
@@ -91,6 +105,47 @@ class OutboxStore:
             self._claims.drop()
             raise
         return token, rows
+
+    @property
+    def awake(self) -> bool:
+        """Whether this relay holds BUSY now (writers skip their notification)."""
+        conn = self._awake_on
+        return conn is not None and not conn.is_closed()
+
+    async def step_down(self) -> bool:
+        """Releases BUSY; True when every writer that saw it held has ended (GATE is clear).
+
+        Then the next claim sees every row they committed. ``owes_sweep`` stays set until that
+        is true: a session lost while holding BUSY (the server released it) leaves the same duty.
+        """
+        conn = await self._claims.connection()
+        try:
+            clear: bool = await conn.fetchval(QUERIES["relay_step_down"], self._awake_on is conn)
+        except CONNECTION_ERRORS:
+            self._claims.drop()
+            raise
+        finally:
+            self._awake_on = None
+        return clear
+
+    async def wake_relays(self) -> None:
+        """Notifies every listening relay (a stopping relay hands its sweep over)."""
+        conn = await self._claims.connection()
+        try:
+            await conn.execute(QUERIES["wake_relays"], NOTIFY_CHANNEL)
+        except CONNECTION_ERRORS:
+            self._claims.drop()
+            raise
+
+    async def gate_clear(self) -> bool:
+        """True once every writer that saw BUSY held has ended (see :meth:`step_down`)."""
+        conn = await self._claims.connection()
+        try:
+            clear: bool = await conn.fetchval(QUERIES["relay_gate_clear"])
+        except CONNECTION_ERRORS:
+            self._claims.drop()
+            raise
+        return clear
 
     async def record_outcomes(self, token: uuid.UUID, outcomes: Outcomes) -> int:
         """Records the outcomes; returns how many rows still held the claim."""

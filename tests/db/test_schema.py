@@ -145,3 +145,91 @@ async def test_a_title_made_of_letters_v_is_not_whitespace(database_url: str) ->
         assert await conn.fetchval("SELECT outbox.enqueue_track('x', 'vvv', 'v', 'v')") == 1
     finally:
         await conn.close()
+
+
+# -- wake-ups only for a sleeping relay (migration 011, docs/wakeups.md) ---------------------------
+
+
+async def test_a_write_wakes_the_relays_only_while_none_is_awake(database_url: str) -> None:
+    listener, received = await _listen(database_url)
+    writer = await asyncpg.connect(database_url)
+    relay = await asyncpg.connect(database_url)
+
+    async def wake_ups_for(isrc: str) -> int:
+        """Notifications sent by one write: the list up to a fresh marker sent after it."""
+        before = len(received)
+        await writer.execute("SELECT outbox.enqueue_track($1, 't', 'a', 'b')", isrc)
+        marker = f"marker-{isrc}"
+        await writer.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, marker)
+        async with asyncio.timeout(5):
+            while marker not in received:
+                await listener.fetchval("SELECT 1")  # delivers what was already sent to it
+        return received[before:].count("")
+
+    try:
+        assert await wake_ups_for("USGATE000001") == 1  # no relay awake: wake one
+        assert await relay.fetchval(QUERIES["relay_awake"]) is True  # a relay drains
+        assert await wake_ups_for("USGATE000002") == 0  # no commit waits on a wake-up
+        assert await relay.fetchval(QUERIES["relay_step_down"], True) is True  # and sleeps
+        assert await wake_ups_for("USGATE000003") == 1
+    finally:
+        for conn in (writer, relay, listener):
+            await conn.close()
+
+
+async def test_one_relay_at_a_time_is_the_awake_one(database_url: str) -> None:
+    first = await asyncpg.connect(database_url)
+    second = await asyncpg.connect(database_url)
+    try:
+        assert await first.fetchval(QUERIES["relay_awake"]) is True
+        assert await second.fetchval(QUERIES["relay_awake"]) is False
+        await first.close()  # a relay that dies drops BUSY with its session
+        assert await second.fetchval(QUERIES["relay_awake"]) is True
+    finally:
+        await second.close()
+
+
+async def test_a_relay_stepping_down_waits_for_writers_that_saw_it_awake(
+    database_url: str,
+) -> None:
+    """The race the gate closes: a writer that skipped its notification because the relay was
+    awake commits after the relay's last claim. The relay learns the gate is clear only once
+    that writer has ended, so its sweep starts after the commit and sees the row."""
+    relay = await asyncpg.connect(database_url)
+    writer = await asyncpg.connect(database_url)
+    late = await asyncpg.connect(database_url)
+    try:
+        assert await relay.fetchval(QUERIES["relay_awake"]) is True
+        transaction = writer.transaction()
+        await transaction.start()
+        await writer.execute("SELECT outbox.enqueue_track('USGATE000010', 't', 'a', 'b')")
+        assert await relay.fetchval(QUERIES["relay_step_down"], True) is False
+        # A writer that comes after the step-down is not waited for: it notifies instead, and
+        # never blocks on the relay.
+        async with asyncio.timeout(2):
+            await late.execute("SELECT outbox.enqueue_track('USGATE000011', 't', 'a', 'b')")
+        assert await relay.fetchval(QUERIES["relay_gate_clear"]) is False
+        await transaction.commit()
+        assert await relay.fetchval(QUERIES["relay_gate_clear"]) is True
+        visible = await relay.fetchval(
+            "SELECT count(*) FROM outbox.messages WHERE isrc LIKE 'USGATE%' AND status = 'pending'"
+        )
+        assert visible == 2
+    finally:
+        for conn in (relay, writer, late):
+            await conn.close()
+
+
+async def test_a_rolled_back_write_leaves_the_gate_clear(database_url: str) -> None:
+    relay = await asyncpg.connect(database_url)
+    writer = await asyncpg.connect(database_url)
+    try:
+        assert await relay.fetchval(QUERIES["relay_awake"]) is True
+        transaction = writer.transaction()
+        await transaction.start()
+        await writer.execute("SELECT outbox.enqueue_track('USGATE000020', 't', 'a', 'b')")
+        await transaction.rollback()
+        assert await relay.fetchval(QUERIES["relay_step_down"], True) is True
+    finally:
+        for conn in (relay, writer):
+            await conn.close()
