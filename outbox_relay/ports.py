@@ -98,9 +98,16 @@ class Outbox(Protocol):
     :data:`~outbox_relay.db.connection.CONNECTION_ERRORS` when the database cannot be reached.
     """
 
-    async def claim(self, limit: int) -> tuple[uuid.UUID, Sequence[ClaimedRow]]:
+    # Set when this relay took BUSY (writers stop notifying while it drains): it owes a sweep
+    # before it sleeps (docs/wakeups.md). The loop clears it once the gate was clear.
+    owes_sweep: bool
+
+    async def claim(
+        self, limit: int, *, wake: bool = True
+    ) -> tuple[uuid.UUID, Sequence[ClaimedRow]]:
         """Claims up to ``limit`` claimable rows under a fresh token, oldest
-        ``next_attempt_at`` first (then by id).
+        ``next_attempt_at`` first (then by id). With ``wake``, takes BUSY first when no relay
+        holds it (and then ``owes_sweep``); the sweep before sleeping claims without it.
 
         An album row is fanned out by the same claim: it is returned finished (``fanned_out``,
         or ``skipped`` as ``no_tracks`` when it has no tracks) with its ``track_count``,
@@ -112,6 +119,23 @@ class Outbox(Protocol):
     async def record_outcomes(self, token: uuid.UUID, outcomes: Outcomes) -> int:
         """Records a batch's outcomes in one write; returns how many rows still held
         ``token`` (rows whose lease ran out and were claimed again are left alone)."""
+        ...
+
+    @property
+    def awake(self) -> bool:
+        """Whether this relay holds BUSY now."""
+        ...
+
+    async def step_down(self) -> bool:
+        """Releases BUSY; True when every writer that saw it held has ended (GATE is clear)."""
+        ...
+
+    async def gate_clear(self) -> bool:
+        """Asks again whether GATE is clear (after a :meth:`step_down` that said no)."""
+        ...
+
+    async def wake_relays(self) -> None:
+        """Wakes every listening relay (a stopping relay hands its sweep over)."""
         ...
 
     async def close(self) -> None: ...

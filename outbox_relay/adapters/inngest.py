@@ -87,10 +87,12 @@ class RequestBudget:
         async with self._lock:
             while (delay := self._delay(time.monotonic())) > 0:  # noqa: ASYNC110 - timed
                 await asyncio.sleep(delay)
-            now = time.monotonic()
-            self._next_at = max(self._next_at, now) + self._interval
-            bisect.insort(self._marks, now)
-            return now
+            return self._take(time.monotonic())
+
+    def _take(self, now: float) -> float:
+        self._next_at = max(self._next_at, now) + self._interval
+        bisect.insort(self._marks, now)
+        return now
 
     def settle(self, mark: float) -> None:
         """The request holding ``mark`` is over: it counts from now on."""

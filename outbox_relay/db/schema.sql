@@ -236,11 +236,76 @@ CREATE FUNCTION outbox.notify_enqueued() RETURNS trigger
     AS $$
 BEGIN
     IF EXISTS (SELECT 1 FROM inserted WHERE parent_id IS NULL) THEN
-        PERFORM pg_notify('outbox_relay', '');
+        -- GATE first, held to commit: a relay that stops claiming waits for this transaction.
+        PERFORM pg_advisory_xact_lock_shared(outbox.wakeup_lock_class(), 1);
+        -- BUSY free: no relay is awake, so wake one. (A shared try-lock conflicts only with a
+        -- relay's exclusive hold, never with other writers; it is released at once.)
+        IF pg_try_advisory_lock_shared(outbox.wakeup_lock_class(), 2) THEN
+            PERFORM pg_advisory_unlock_shared(outbox.wakeup_lock_class(), 2);
+            PERFORM pg_notify('outbox_relay', '');
+        END IF;
     END IF;
     RETURN NULL;
 END;
 $$;
+
+
+--
+-- Name: relay_awake(); Type: FUNCTION; Schema: outbox; Owner: -
+--
+
+CREATE FUNCTION outbox.relay_awake() RETURNS boolean
+    LANGUAGE sql
+    AS $$ SELECT pg_try_advisory_lock(outbox.wakeup_lock_class(), 2) $$;
+
+
+--
+-- Name: relay_gate_clear(); Type: FUNCTION; Schema: outbox; Owner: -
+--
+
+CREATE FUNCTION outbox.relay_gate_clear() RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF pg_try_advisory_lock(outbox.wakeup_lock_class(), 1) THEN
+        PERFORM pg_advisory_unlock(outbox.wakeup_lock_class(), 1);
+        RETURN true;
+    END IF;
+    RETURN false;
+END;
+$$;
+
+
+--
+-- Name: relay_step_down(boolean); Type: FUNCTION; Schema: outbox; Owner: -
+--
+
+CREATE FUNCTION outbox.relay_step_down(holds_busy boolean) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF holds_busy THEN
+        PERFORM pg_advisory_unlock(outbox.wakeup_lock_class(), 2);
+    END IF;
+    RETURN outbox.relay_gate_clear();
+END;
+$$;
+
+
+--
+-- Name: wakeup_lock_class(); Type: FUNCTION; Schema: outbox; Owner: -
+--
+
+CREATE FUNCTION outbox.wakeup_lock_class() RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ SELECT 1869570681 $$;
+
+
+--
+-- Name: FUNCTION wakeup_lock_class(); Type: COMMENT; Schema: outbox; Owner: -
+--
+
+COMMENT ON FUNCTION outbox.wakeup_lock_class() IS 'outbox-relay: the advisory lock class of GATE (objid 1) and BUSY (objid 2); see docs/wakeups.md.';
 
 
 SET default_tablespace = '';

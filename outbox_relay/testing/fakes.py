@@ -121,12 +121,19 @@ class OutboxTable:
 
     ``clock`` plays PostgreSQL's ``now()``. ``enqueue_track`` and ``enqueue_album`` insert as
     the SQL functions do, without their argument checks (those are tested against PostgreSQL).
+
+    The wake-up locks of migration 011 (docs/wakeups.md): ``busy`` is the replica holding BUSY;
+    ``writers_in_flight`` counts writers still in a transaction that saw it held (GATE is clear
+    at 0); ``listeners`` are woken by a relay that hands its sweep over.
     """
 
     def __init__(self, clock: Callable[[], datetime] = _wall_clock) -> None:
         self.clock = clock
         self.rows: dict[int, OutboxRow] = {}
         self._next_id = 1
+        self.busy: FakeOutbox | None = None
+        self.writers_in_flight = 0
+        self.listeners: list[FakeListener] = []
 
     def _insert(self, **columns: Any) -> OutboxRow:
         now = self.clock()
@@ -243,13 +250,19 @@ class FakeOutbox:
         self.claims: list[ClaimMade] = []
         self.recorded: list[OutcomesRecorded] = []
         self.closed = False
+        self.owes_sweep = False
 
-    async def claim(self, limit: int) -> tuple[uuid.UUID, list[dict[str, Any]]]:
+    async def claim(
+        self, limit: int, *, wake: bool = True
+    ) -> tuple[uuid.UUID, list[dict[str, Any]]]:
         if self.claim_latency:
             await asyncio.sleep(self.claim_latency)
         if self.fail_claims:
             self.fail_claims -= 1
             raise ConnectionResetError("fake outbox: the claim's connection was lost")
+        if wake and self.table.busy is None:
+            self.table.busy = self
+            self.owes_sweep = True
         token = uuid.uuid4()
         table = self.table
         now = table.clock()
@@ -294,6 +307,22 @@ class FakeOutbox:
             ClaimMade(token, tuple(r["id"] for r in claimed), at, at + self.lease_seconds)
         )
         return token, claimed
+
+    @property
+    def awake(self) -> bool:
+        return self.table.busy is self
+
+    async def step_down(self) -> bool:
+        if self.table.busy is self:
+            self.table.busy = None
+        return await self.gate_clear()
+
+    async def gate_clear(self) -> bool:
+        return self.table.writers_in_flight == 0
+
+    async def wake_relays(self) -> None:
+        for listener in self.table.listeners:
+            listener.notify()
 
     async def record_outcomes(self, token: uuid.UUID, outcomes: Outcomes) -> int:
         if not outcomes:
@@ -353,6 +382,8 @@ class FakeOutbox:
 
     async def close(self) -> None:
         self.closed = True
+        if self.table.busy is self:  # a session's advisory locks end with it
+            self.table.busy = None
 
 
 @dataclass(frozen=True, slots=True)
