@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -282,9 +281,9 @@ async def test_the_budget_spreads_requests_over_real_time() -> None:
     for _ in range(10):
         budget.settle(await budget.acquire())
         times.append(time.monotonic() - started)
-    gaps = [b - a for a, b in itertools.pairwise(times[2:])]
-    assert all(gap >= 0.06 for gap in gaps), gaps  # 1/15 s apart, give or take the clock
-    assert times[-1] >= 7 * 5.0 / 75 - 0.01
+    # A late request may be followed by a quicker one (the burst refills), so only the total
+    # is certain: past the burst of 3, one slot each.
+    assert times[-1] >= 7 * 5.0 / 75 - 0.001
 
 
 async def test_waiting_for_a_turn_takes_no_slot() -> None:
