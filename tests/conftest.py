@@ -278,3 +278,85 @@ def restartable_pg(_migrated_cluster: Path) -> Iterator[LocalPostgres]:
 def pg_query() -> PgQuery:
     """``pg_query(dsn, statement, params=())`` -> list of row tuples (see :func:`query`)."""
     return query
+
+
+# --------------------------------------------------------------------------------------------
+# The suite leaves nothing in /tmp
+# --------------------------------------------------------------------------------------------
+#
+# The session gets a temporary folder of its own and hands it to everything it starts: TMPDIR
+# (inherited by every process a test runs: relays, the demo, the stand-in) and tempfile's cached
+# default for this process. Whatever a test, a fixture or a child process forgets in there is
+# then exactly what is left at the end, however busy the machine's shared /tmp is, and the run
+# fails naming it. pytest's own tmp_path folders and the XDG state folder (the demo's log) live
+# in there too; they are the suite's by design, not leaks, and go with the folder.
+# Fast PostgreSQL clusters live in /dev/shm when it is roomy: those stamped with this process
+# are checked as well.
+
+_TMP_STATE: dict[str, Any] = {}
+_OWN_ENTRIES = ("pytest-of-", "xdg-state")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="outbox-tests-"))
+    # When root, PostgreSQL runs as another user, who must get through to its folders in here.
+    base.chmod(0o711)
+    _TMP_STATE.update(
+        base=base,
+        environ={name: os.environ.get(name) for name in ("TMPDIR", "XDG_STATE_HOME")},
+        tempdir=tempfile.tempdir,
+    )
+    os.environ["TMPDIR"] = str(base)
+    os.environ["XDG_STATE_HOME"] = str(base / "xdg-state")
+    tempfile.tempdir = str(base)
+
+
+def _leftovers(base: Path) -> list[str]:
+    found = [
+        str(entry) for entry in sorted(base.iterdir()) if not entry.name.startswith(_OWN_ENTRIES)
+    ]
+    shm = Path("/dev/shm")
+    stamp = f"{os.getpid()} "
+    for folder in sorted(shm.glob("outbox-pg-*")) if shm.is_dir() else []:
+        try:
+            owner = (folder / "owner").read_text()
+        except OSError:
+            continue
+        if owner.startswith(stamp):
+            found.append(str(folder))
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fails the run when tests left files behind; removes the session's folder either way."""
+    import shutil
+    import tempfile
+
+    base: Path | None = _TMP_STATE.get("base")
+    if base is None:
+        return
+    leftovers = _leftovers(base)
+    if leftovers:
+        session.config.stash[_LEFTOVERS] = leftovers
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    shutil.rmtree(base, ignore_errors=True)
+    for name, value in _TMP_STATE["environ"].items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    tempfile.tempdir = _TMP_STATE["tempdir"]
+
+
+_LEFTOVERS = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    leftovers = config.stash.get(_LEFTOVERS, [])
+    if leftovers:
+        terminalreporter.section("files the tests left behind (removed now; fix their cleanup)")
+        for path in leftovers:
+            terminalreporter.line(path)

@@ -236,6 +236,18 @@ def default_parent_dir(fast: bool) -> Path:
     return Path(tempfile.gettempdir())
 
 
+def _socket_parent() -> str:
+    """Where a socket folder goes when the data folder's path is too long for a socket.
+
+    The temporary folder (``TMPDIR``: a test session's own, say, so it sees and removes what is
+    left) when a socket path in it fits, else ``/tmp``.
+    """
+    parent = tempfile.gettempdir()
+    if len(str(Path(parent) / "opg-xxxxxxxx" / ".s.PGSQL.65535")) <= _MAX_SOCKET_PATH:
+        return parent
+    return "/tmp"
+
+
 def _owner_stamp() -> str:
     return f"{os.getpid()} {socket.gethostname()}\n"
 
@@ -813,7 +825,7 @@ class LocalPostgres:
         socket_dir = data_dir
         if len(str(socket_dir / ".s.PGSQL.65535")) > _MAX_SOCKET_PATH:
             # A unix socket path longer than sun_path makes postgres fail to start.
-            socket_dir = Path(tempfile.mkdtemp(prefix="opg-", dir="/tmp"))
+            socket_dir = Path(tempfile.mkdtemp(prefix="opg-", dir=_socket_parent()))
             socket_dir.chmod(0o700)
             self._chown(socket_dir)
             self._remove_on_cleanup.append(socket_dir)
