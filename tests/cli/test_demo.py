@@ -332,3 +332,42 @@ def test_a_database_url_it_cannot_use_is_one_line_and_exit_2(url: str, says: str
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], result.stderr
+
+
+@pytest.fixture
+def outside_event_api() -> Iterator[str]:
+    """An Event API of "the user's" (a stand-in process that takes one key only); its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "outbox_relay.testing.inngest", "--port", "0", "--keys", "user-key"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield json.loads(proc.stdout.readline())["base_url"]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_the_event_api_comes_from_the_flag_never_from_the_environment(
+    outside_event_api: str,
+) -> None:
+    def events_received() -> int:
+        return int(json.loads(http(f"{outside_event_api}/_standin/state")[1])["event_count"])
+
+    exported = demo(INNGEST_EVENT_API_BASE_URL=outside_event_api, INNGEST_EVENT_KEY="user-key")
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert "LOCAL STAND-IN" in exported.stdout
+    assert events_received() == 0
+
+    flagged = demo(
+        "--event-api-url",
+        outside_event_api,
+        INNGEST_EVENT_API_BASE_URL="http://127.0.0.1:1",
+        INNGEST_EVENT_KEY="user-key",
+    )
+    assert flagged.returncode == 0, flagged.stdout + flagged.stderr
+    assert f"Event API    {outside_event_api} (--event-api-url)" in flagged.stdout
+    assert events_received() == 6
