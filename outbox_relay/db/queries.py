@@ -5,7 +5,8 @@ what production runs, and keeps values out of string formatting. Every ``.sql`` 
 ``outbox_relay/db`` but ``schema.sql`` (the current schema, for reading) holds ``-- name: x``
 blocks, one file per area: ``queries.sql`` (the relay and the operator's tools), ``write.sql``
 (the enqueue helpers and the write API), ``migrate.sql`` (the migrator's own bookkeeping),
-``demo.sql`` (what the demo shows), ``scan.sql`` (the scan), ``ingestion.sql`` (the worker).
+``demo.sql`` (what the demo shows), ``scan.sql`` (the scan), ``ingestion.sql`` (the worker),
+``ui.sql`` (the admin page).
 A name is unique across all of them.
 
 Statements are written with asyncpg's ``$1, $2, ...`` parameters. The psycopg helpers run the

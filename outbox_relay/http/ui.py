@@ -381,7 +381,7 @@ def add_ui_routes(
                 title="Not allowed by the database",
                 message=(
                     f"The relay's database role may not read this ({exc}). The "
-                    "outbox pages need only outbox.messages; the track and scan "
+                    "outbox pages need only outbox.messages; search, the track and scan "
                     'pages also read library.* (docs/operations.md, "The admin '
                     'page", lists the grants).'
                 ),

@@ -16,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from outbox_relay.http.ui import human_age, why_pending
+from outbox_relay.testing.inngest import Refuse
 
 from relay.harness import Harness
 
@@ -337,3 +338,92 @@ def test_why_a_row_waits() -> None:
     assert why_pending(row, False).startswith("paused: the Event API is unreachable")
     assert why_pending(row, True) == "due now: the next batch takes it"
     assert human_age(3725) == "1 h 2 min" and human_age(None) == "—"
+
+
+async def test_a_staged_album_track_shows_its_whole_path(ui: tuple[Harness, Client]) -> None:
+    harness, client = ui
+    conn = await harness.conn()
+    async with conn.transaction():
+        outbox_id = await conn.fetchval(
+            "SELECT outbox.enqueue_album('Blue Train', 'John Coltrane', "
+            '\'[{"isrc": "usbn20100001", "title": "Moment\\u0027s Notice"}]\')'
+        )
+        album_id = await conn.fetchval(
+            "INSERT INTO library.albums (title, artist, tracks, outbox_id) VALUES ('Blue Train', "
+            '\'John Coltrane\', \'[{"isrc": "usbn20100001", "title": "Moment\\u0027s '
+            "Notice\"}]', $1) RETURNING id",
+            outbox_id,
+        )
+        scan_id = await conn.fetchval(
+            "INSERT INTO library.scan_runs (trigger, dry_run, host) VALUES ('once', false, 'h') "
+            "RETURNING id"
+        )
+        await conn.execute(
+            "INSERT INTO library.staging_items (staging_path, scan_id, album_key, artist, album, "
+            "track_count, files, album_id, outbox_id) VALUES ('/staging/John Coltrane/1957 - "
+            "Blue Train', $1, 'k', 'John Coltrane', 'Blue Train', 1, '[]', $2, $3)",
+            scan_id,
+            album_id,
+            outbox_id,
+        )
+    await client.sign_in()
+    # found by the album's own track list (lower case there), before and after the fan-out
+    status, page = await client.get("/admin/track?isrc=USBN20100001")
+    assert status == 200, page
+    assert "Moment&#39;s Notice" in page and "/staging/John Coltrane/1957 - Blue Train" in page
+    await harness.wait_settled(expected=1)
+    _, page = await client.get("/admin/track?isrc=usbn20100001")
+    assert "published" in page and "of album row" in page
+
+
+async def test_pending_rows_say_an_outage_pauses_them(harness: Harness) -> None:
+    await harness.standin.inject(Refuse())
+    relay = await harness.start_relay(admin_token=TOKEN, poll_interval=0.2)
+    await harness.enqueue_track("USOUT0000001", "Waiting Out The Outage")
+    await relay.wait_unavailable(timeout=20)
+    base = f"http://127.0.0.1:{relay.service.http_port}"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        client = Client(http, base)
+        await client.sign_in()
+        _, page = await client.get("/admin/pending")
+        assert "paused: the Event API is unreachable" in page
+        _, page = await client.get("/admin/")
+        assert "outage: rows wait, uncharged" in page
+
+
+async def test_a_relay_role_without_library_access_degrades_page_by_page(
+    harness: Harness,
+) -> None:
+    """The relay's own role (migration 004) reads only outbox.messages: the outbox pages work;
+    search, a track's path and the scans read the library and answer 503 pointing at the
+    grants; nothing is a 500."""
+    conn = await harness.conn()
+    await conn.execute("CREATE ROLE ui_relay LOGIN IN ROLE outbox_relay_role")
+    try:
+        dsn = harness.dsn.replace("postgres@", "ui_relay@", 1)
+        assert dsn != harness.dsn
+        relay = await harness.start_relay(admin_token=TOKEN, poll_interval=30, database_url=dsn)
+        await relay.wait_idle()
+        await harness.enqueue_track("USROL0000001", "Role Song")
+        base = f"http://127.0.0.1:{relay.service.http_port}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            client = Client(http, base)
+            await client.sign_in()
+            for path in ("/admin/", "/admin/dead", "/admin/pending"):
+                status, page = await client.get(path)
+                assert status == 200, (path, page)
+            for path in (
+                "/admin/track?isrc=USROL0000001",
+                "/admin/scans",
+                "/admin/search?q=role",
+            ):
+                status, page = await client.get(path)
+                assert status == 503, (path, page)
+                assert "may not read this" in page and "GRANT" not in page
+                assert "docs/operations.md" in page
+        await relay.stop()
+    finally:
+        await harness.close_conn()
+        conn = await harness.conn()
+        await conn.execute("DROP OWNED BY ui_relay")
+        await conn.execute("DROP ROLE ui_relay")
