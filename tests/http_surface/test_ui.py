@@ -6,8 +6,10 @@ quickly with an HTTP client, against a real relay and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -385,8 +387,14 @@ async def test_pending_rows_say_an_outage_pauses_them(harness: Harness) -> None:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         client = Client(http, base)
         await client.sign_in()
-        _, page = await client.get("/admin/pending")
-        assert "paused: the Event API is unreachable" in page
+        # the relay pauses first, then records the row released (claimable, uncharged): until
+        # that write lands the row still shows as leased
+        deadline = time.monotonic() + 10
+        while "paused: the Event API is unreachable" not in (
+            page := (await client.get("/admin/pending"))[1]
+        ):
+            assert time.monotonic() < deadline, page
+            await asyncio.sleep(0.05)
         _, page = await client.get("/admin/")
         assert "outage: rows wait, uncharged" in page
 
