@@ -35,6 +35,7 @@ import aiohttp
 import asyncpg
 from qdrant_client import AsyncQdrantClient, models
 
+from outbox_relay.db.connection import NOTIFY_CHANNEL
 from outbox_relay.db.migrate import migrate
 from outbox_relay.domain.isrc import point_id
 from outbox_relay.testing.postgres import LocalPostgres
@@ -483,7 +484,7 @@ async def write_rate(dsn: str, variant: str, seconds: float, tag: str) -> float:
     """Library write transactions per second from 8 connections at full speed."""
     conns = [await asyncpg.connect(dsn) for _ in range(8)]
     listener = await asyncpg.connect(dsn)
-    await listener.add_listener("outbox_relay", lambda *_: None)  # as a relay would
+    await listener.add_listener(NOTIFY_CHANNEL, lambda *_: None)  # as a relay would
     count = 0
     deadline = time.monotonic() + seconds
 
