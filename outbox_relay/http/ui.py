@@ -162,6 +162,7 @@ def _templates() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["age"] = human_age
+    env.filters["num"] = lambda n: f"{n:,}"
     env.filters["when"] = _when
     env.filters["qs"] = lambda params: urllib.parse.urlencode(
         {k: v for k, v in params.items() if v is not None}

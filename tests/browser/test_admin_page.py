@@ -198,6 +198,15 @@ async def test_an_operator_finds_and_fixes_a_dead_letter(
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.on("dialog", lambda dialog: errors.append(f"dialog: {dialog.message}"))
+    # htmx must live within the page's Content-Security-Policy (no eval, no inline style)
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if "Content Security Policy" in message.text or "Refused to" in message.text
+            else None
+        ),
+    )
 
     # signed out: every page leads to the sign-in form, under the proxy's prefix
     await page.goto(admin + "dead")
@@ -252,7 +261,9 @@ async def test_an_operator_finds_and_fixes_a_dead_letter(
     await page.click("form.search button")
     await page.wait_for_url(admin + f"track?isrc={ISRC}")
     await page.wait_for_selector("td.status.published", timeout=15_000)
-    # the worker's record of the run (what `outbox-relay worker` writes), shown as it lands
+    assert await page.evaluate("typeof htmx.version") == "string"  # loaded despite the CSP
+    # the worker's record of the run (what `outbox-relay worker` writes), shown as it lands:
+    # only the live section's refresh (htmx) can bring it, the page is not reloaded
     await conn.execute(
         "INSERT INTO library.track_ingestion (isrc, status, attempts, run_id, event_id, "
         "started_at, indexed_at) VALUES ($1, 'indexed', 1, '01JRUN0000000000000000000A', "
