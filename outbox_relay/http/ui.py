@@ -339,9 +339,15 @@ def add_ui_routes(
         began = time.perf_counter()
         route = request.match_info.route.resource
         route_name = route.canonical if route is not None else "unmatched"
-        response = await _answer(request, handler)
+        try:
+            response = await _answer(request, handler)
+        except BaseException:
+            # a bug, or the server stopping mid-request: still counted (as aiohttp answers it)
+            metrics.requests.labels(route=route_name, status="500").inc()
+            raise
+        finally:
+            metrics.duration.labels(route=route_name).observe(time.perf_counter() - began)
         metrics.requests.labels(route=route_name, status=str(response.status)).inc()
-        metrics.duration.labels(route=route_name).observe(time.perf_counter() - began)
         response.headers.setdefault("Content-Security-Policy", _CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
