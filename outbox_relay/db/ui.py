@@ -146,6 +146,11 @@ async def search_title(conn: asyncpg.Connection, prefix: str, limit: int) -> lis
     return [dict(row) for row in await conn.fetch(QUERIES["ui_search_title"], prefix, limit)]
 
 
+async def catalog_lookup(conn: asyncpg.Connection, tidal_id: str) -> list[dict[str, Any]]:
+    """What the catalog answered for a TIDAL track id (needs migration 010), newest first."""
+    return [dict(row) for row in await conn.fetch(QUERIES["ui_catalog_lookup"], tidal_id)]
+
+
 @dataclass(frozen=True, slots=True)
 class TrackPath:
     """Everything known about one ISRC, from the library row to the Qdrant point."""

@@ -189,3 +189,13 @@ LIMIT $2::int;
 -- name: ui_installed
 -- Which migrations this database has: parts of the page that need a later one say so.
 SELECT array_agg(version ORDER BY version) FROM outbox.schema_migrations;
+
+-- name: ui_catalog_lookup
+-- What the relay's catalog lookup (migration 010) learned about TIDAL track id $1, per
+-- country, newest first (outbox.catalog_tracks' primary key starts with tidal_id). Only run
+-- where migration 010 is installed.
+SELECT isrc, title, country_code, looked_up_at
+FROM outbox.catalog_tracks
+WHERE tidal_id = $1::text
+ORDER BY looked_up_at DESC
+LIMIT 10;

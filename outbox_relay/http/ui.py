@@ -618,16 +618,26 @@ def add_ui_routes(
                 if path.known:
                     return see_other("track?" + urllib.parse.urlencode({"isrc": isrc}))
                 notes.append(f"Nothing is known about ISRC {isrc}; titles starting with “{text}”:")
-            if (
-                text.isascii()
-                and text.isdigit()
-                and db.CATALOG_MIGRATION not in await pool.migrations(conn)
-            ):
-                notes.append(
-                    "Catalog ids are not searchable here: the catalog lookup (migration "
-                    "010) is not installed in this database. Titles starting with "
-                    f"“{text}”:"
-                )
+            if text.isascii() and text.isdigit() and len(text) <= 20:
+                if db.CATALOG_MIGRATION not in await pool.migrations(conn):
+                    notes.append(
+                        "Catalog ids are not searchable here: the catalog lookup (migration "
+                        "010) is not installed in this database. Titles starting with "
+                        f"“{text}”:"
+                    )
+                else:
+                    answers = await db.catalog_lookup(conn, text)
+                    known = next((a["isrc"] for a in answers if a["isrc"]), None)
+                    if known is not None:
+                        return see_other("track?" + urllib.parse.urlencode({"isrc": known}))
+                    notes.append(
+                        f"The catalog did not know TIDAL track id {text} (asked "
+                        f"{_when(answers[0]['looked_up_at'])}, country "
+                        f"{answers[0]['country_code']}). Titles starting with “{text}”:"
+                        if answers
+                        else f"TIDAL track id {text} has not been looked up yet (the relay asks "
+                        f"the catalog when it publishes the row). Titles starting with “{text}”:"
+                    )
             results = await db.search_title(conn, text.lower(), PAGE_SIZE)
         return render(request, "search.html", q=text, results=results, notes=notes)
 

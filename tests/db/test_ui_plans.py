@@ -111,7 +111,15 @@ STATEMENTS: dict[str, tuple[tuple[Any, ...], set[str]]] = {
         },
     ),
     "ui_scan_page": ((FIRST_ID, 51), {"scan_runs_pkey"}),
+    "ui_catalog_lookup": (("123456",), {"catalog_tracks_pkey"}),
 }
+# Statements of parts that a later migration installs: planned only where it is applied.
+NEEDS = {"ui_catalog_lookup": 10}
+CATALOG_SEED = """
+INSERT INTO outbox.catalog_tracks (tidal_id, country_code, isrc, title)
+SELECT i::text, 'US', 'CATA' || lpad(i::text, 8, '0'), 'Catalog ' || i
+FROM generate_series(1, 20000) AS i
+"""
 
 
 # Statements that return a page: their order must come from the index.
@@ -132,6 +140,8 @@ def seeded(template_database: Any, pg_server: Any) -> Iterator[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         for statement in SEED:
             conn.execute(statement)  # type: ignore[call-overload]
+        if conn.execute("SELECT to_regclass('outbox.catalog_tracks')").fetchone() != (None,):
+            conn.execute(CATALOG_SEED)
         conn.execute("VACUUM ANALYZE")
     try:
         yield dsn
@@ -151,6 +161,10 @@ async def test_each_page_statement_walks_its_index(seeded: str, name: str, mode:
     args, indexes = STATEMENTS[name]
     conn = await asyncpg.connect(seeded, server_settings={"plan_cache_mode": mode})
     try:
+        if name in NEEDS and not await conn.fetchval(
+            "SELECT count(*) FROM outbox.schema_migrations WHERE version = $1", NEEDS[name]
+        ):
+            pytest.skip(f"{name} needs migration {NEEDS[name]:03d}, not on this branch yet")
         # EXPLAIN without ANALYZE plans the requeue without running it
         raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + QUERIES[name], *args)
     finally:

@@ -288,6 +288,27 @@ async def test_sign_out_ends_the_session(ui: tuple[Harness, Client]) -> None:
     assert status == 303
 
 
+async def test_a_catalog_id_finds_its_track_once_the_catalog_lookup_is_installed(
+    ui: tuple[Harness, Client],
+) -> None:
+    harness, client = ui
+    conn = await harness.conn()
+    if not await conn.fetchval("SELECT count(*) FROM outbox.schema_migrations WHERE version = 10"):
+        pytest.skip("the catalog lookup (migration 010) is not installed here yet")
+    await conn.execute(
+        "INSERT INTO outbox.catalog_tracks (tidal_id, country_code, isrc, title) VALUES "
+        "('77001', 'US', 'USCAT2600001', 'Catalog Song'), ('77002', 'US', NULL, NULL)"
+    )
+    await harness.enqueue_track("USCAT2600001", "Catalog Song")
+    await client.sign_in()
+    async with client.http.get(client.base + "/admin/search?q=77001", allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "track?isrc=USCAT2600001"
+    _, page = await client.get("/admin/search?q=77002")
+    assert "The catalog did not know TIDAL track id 77002" in page
+    _, page = await client.get("/admin/search?q=77003")
+    assert "TIDAL track id 77003 has not been looked up yet" in page
+
+
 async def test_catalog_ids_say_the_catalog_lookup_is_not_installed(
     ui: tuple[Harness, Client],
 ) -> None:
