@@ -39,6 +39,7 @@ from typing import Any, Final
 
 import aiohttp
 import asyncpg
+import structlog
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
@@ -50,6 +51,8 @@ from outbox_relay.domain.isrc import point_id
 from outbox_relay.errors import ConfigurationError
 from outbox_relay.http.server import start_site
 from outbox_relay.logs import configure_logging
+
+log = structlog.get_logger("outbox_relay.demo")
 
 WORKDIR_PREFIX: Final = "outbox-relay-demo-"
 _OWNER_FILE: Final = "owner"
@@ -173,6 +176,12 @@ async def run_demo(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         shutil.rmtree(workdir, ignore_errors=True)
+        log.info(
+            "demo_stopped",
+            signal=received[0].name if received else None,
+            workdir=str(workdir),
+            workdir_removed=not workdir.exists(),
+        )
         log_file.close()
     if received and not serving:
         print(
@@ -435,10 +444,14 @@ async def _own_database(stack: contextlib.AsyncExitStack, admin_dsn: str) -> str
 
     async def drop() -> None:
         await asyncio.to_thread(drop_database, admin_dsn, name)
+        log.info("demo_database_dropped", database=name, server=_redact(admin_dsn))
         if not role_existed:
             await _drop_relay_role(admin_dsn)
 
     stack.push_async_callback(drop)
+    log.info(
+        "demo_database_created", database=name, server=_redact(admin_dsn), role_existed=role_existed
+    )
     return dsn_with_database(admin_dsn, name)
 
 
@@ -473,6 +486,7 @@ async def _refuse_rows_it_did_not_write(dsn: str) -> None:
     rows = await _fetchval(dsn, QUERIES["demo_outbox_rows"])
     if rows:
         name = urllib.parse.urlsplit(dsn).path[1:]
+        log.error("demo_refused", reason="outbox_not_empty", database=name, rows=rows)
         raise ConfigurationError(
             f"refusing to run a relay: the outbox of the new database {name} already holds "
             f"{rows} row(s) the demo did not write (copied from template1); the demo relays "

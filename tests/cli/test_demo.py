@@ -304,7 +304,17 @@ def test_serve_lists_what_it_runs_and_a_signal_removes_every_folder(
     port = urllib.parse.urlsplit(database_url.group(1)).port
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", connect_timeout=2)
-    assert (demo_process.state / "outbox-relay" / "demo.log").stat().st_size > 0
+    logged = [
+        json.loads(line)
+        for line in (demo_process.state / "outbox-relay" / "demo.log").read_text().splitlines()
+    ]
+    by_event = {entry["event"]: entry for entry in logged}
+    assert {"demo_database_created", "demo_database_dropped", "relay_http_listening"} <= set(
+        by_event
+    )
+    assert by_event["demo_stopped"]["signal"] == sig.name
+    assert by_event["demo_stopped"]["workdir_removed"] is True
+    assert token not in (demo_process.state / "outbox-relay" / "demo.log").read_text()
 
 
 def test_a_signal_while_it_starts_removes_every_folder_and_a_killed_runs_too(
