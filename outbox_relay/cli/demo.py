@@ -138,28 +138,29 @@ async def run_demo(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[signal.Signals] = []
-    serving = False
+    phase = "working"  # then "serving" (with serve), then "stopping"
 
     async def demo() -> None:
-        nonlocal serving
+        nonlocal phase
         async with _stack(settings, workdir, database_url, event_api_url, admin_token) as env:
             await _walkthrough(env)
             say(f"\nStructured logs of this run: {log_path}")
             if serve:
                 _print_serve_banner(env, log_path)
-                serving = True
+                phase = "serving"
                 await stop.wait()
+            phase = "stopping"
             say(f"\nStopping, and removing {workdir}")
 
     work = asyncio.create_task(demo(), name="demo")
 
     def on_signal(sig: signal.Signals) -> None:
-        # Only stops the work; the cleanup runs as the stack unwinds, and a second signal
-        # must not interrupt it.
-        if received:
+        # Only stops the work; the cleanup runs as the stack unwinds. A signal while it
+        # already stops (a second Ctrl-C, say) must not cut the cleanup short.
+        if received or phase == "stopping":
             return
         received.append(sig)
-        if serving:
+        if phase == "serving":
             stop.set()
         else:
             say(f"\n{sig.name}: stopping, and removing {workdir}")
@@ -183,7 +184,7 @@ async def run_demo(
             workdir_removed=not workdir.exists(),
         )
         log_file.close()
-    if received and not serving:
+    if received and phase != "stopping":
         print(
             f"demo: stopped by {received[0].name}; removed {workdir} and everything it started",
             file=sys.stderr,
