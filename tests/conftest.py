@@ -294,13 +294,40 @@ def pg_query() -> PgQuery:
 # are checked as well.
 
 _TMP_STATE: dict[str, Any] = {}
-_OWN_ENTRIES = ("pytest-of-", "xdg-state")
+_SESSION_PREFIX = "outbox-tests-"
+_SESSION_OWNER = ".owner"
+_OWN_ENTRIES = ("pytest-of-", "xdg-state", _SESSION_OWNER)
+
+
+def _sweep_killed_sessions(parent: Path) -> None:
+    """Removes the folders of sessions that were killed (SIGKILL, a CI timeout) before their end."""
+    import shutil
+    import socket
+
+    host = socket.gethostname()
+    for folder in parent.glob(_SESSION_PREFIX + "*"):
+        try:
+            pid_text, owner_host = (folder / _SESSION_OWNER).read_text().split()
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if owner_host != host:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    import socket
     import tempfile
 
-    base = Path(tempfile.mkdtemp(prefix="outbox-tests-"))
+    _sweep_killed_sessions(Path(tempfile.gettempdir()))
+    base = Path(tempfile.mkdtemp(prefix=_SESSION_PREFIX))
+    (base / _SESSION_OWNER).write_text(f"{os.getpid()} {socket.gethostname()}\n")
     # When root, PostgreSQL runs as another user, who must get through to its folders in here.
     base.chmod(0o711)
     _TMP_STATE.update(
