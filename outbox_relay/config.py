@@ -56,6 +56,35 @@ class Settings(BaseSettings):
     qdrant_collection: str = Field("tracks", validation_alias=_env("QDRANT_COLLECTION"))
     qdrant_timeout: float = Field(1.0, gt=0, validation_alias=_env("OUTBOX_QDRANT_TIMEOUT"))
 
+    # The TIDAL catalog (issue 13): tracks added by catalog id get their ISRC from it. Without
+    # client credentials the relay has no catalog, and rows needing a lookup wait for one.
+    tidal_client_id: str | None = Field(None, validation_alias=_env("TIDAL_CLIENT_ID"))
+    tidal_client_secret: SecretStr | None = Field(
+        None, validation_alias=_env("TIDAL_CLIENT_SECRET")
+    )
+    tidal_country_code: str = Field(
+        "US", pattern=r"^[A-Z]{2}$", validation_alias=_env("TIDAL_COUNTRY_CODE")
+    )
+    tidal_api_base_url: str = Field(
+        "https://openapi.tidal.com/v2", validation_alias=_env("TIDAL_API_BASE_URL")
+    )
+    tidal_auth_url: str = Field(
+        "https://auth.tidal.com/v1/oauth2/token", validation_alias=_env("TIDAL_AUTH_URL")
+    )
+    # Client-side pace (requests a second; the catalog 429s at a few), requests in flight at
+    # once, and one request's timeout.
+    catalog_requests_per_second: float = Field(
+        4.0, gt=0, validation_alias=_env("OUTBOX_CATALOG_REQUESTS_PER_SECOND")
+    )
+    catalog_concurrency: int = Field(
+        2, ge=1, le=16, validation_alias=_env("OUTBOX_CATALOG_CONCURRENCY")
+    )
+    catalog_timeout: float = Field(5.0, gt=0, validation_alias=_env("OUTBOX_CATALOG_TIMEOUT"))
+    # How long an id the catalog did not return is believed unknown before it is asked again.
+    catalog_unknown_ttl: float = Field(
+        86400.0, ge=0, validation_alias=_env("OUTBOX_CATALOG_UNKNOWN_TTL")
+    )
+
     http_host: str = Field("0.0.0.0", validation_alias=_env("OUTBOX_HTTP_HOST"))
     http_port: int = Field(9108, ge=0, le=65535, validation_alias=_env("OUTBOX_HTTP_PORT"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("OUTBOX_ADMIN_TOKEN"))

@@ -50,6 +50,28 @@ class EventApiUnavailable(EventApiError):
         self.retry_after = retry_after
 
 
+class CatalogError(OutboxRelayError):
+    """The music catalog (TIDAL) could not answer a lookup (see the subclasses)."""
+
+
+class CatalogUnavailable(CatalogError):
+    """The catalog is unreachable or limiting us (connection, timeout, 5xx, 429): an outage;
+    the rows that wait on it are handed back uncharged."""
+
+    exit_code = 1
+
+    def __init__(self, cause: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(f"catalog unavailable ({cause}): {detail}")
+        self.cause = cause
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class CatalogAuthError(CatalogError):
+    """The catalog's token endpoint refused the client credentials (401/400 invalid_client):
+    TIDAL_CLIENT_ID / TIDAL_CLIENT_SECRET are wrong; shown in /readyz until fixed."""
+
+
 class IndexCheckError(OutboxRelayError):
     """The index (Qdrant) could not answer; the relay fails open and publishes anyway."""
 

@@ -199,6 +199,52 @@ class RelayMetrics:
         self.retention_deleted = m.counter(
             "retention_deleted_total", "Finished rows deleted by retention."
         )
+        # The catalog lookup (issue 13): ids resolved for tracks known by TIDAL id only.
+        self.catalog_lookups = m.counter(
+            "catalog_lookups_total",
+            "Track ids the relay needed an ISRC for, by result: found (from the catalog), "
+            "unknown (the catalog did not return it), cached (the cache answered), deferred "
+            "(the catalog was unavailable or paused: the row waits, uncharged).",
+            {"result": ("found", "unknown", "cached", "deferred")},
+        )
+        self.catalog_requests = m.counter(
+            "catalog_requests_total",
+            "Catalog requests (token and /tracks), by result (ok, 429, 5xx, 4xx, 401, connection, "
+            "timeout, bad_response).",
+            {
+                "endpoint": ("token", "tracks"),
+                "result": (
+                    "ok",
+                    "429",
+                    "5xx",
+                    "4xx",
+                    "401",
+                    "connection",
+                    "timeout",
+                    "bad_response",
+                ),
+            },
+        )
+        self.catalog_ids_per_request = m.histogram(
+            "catalog_ids_per_request",
+            "Track ids asked per /tracks request (at most 20).",
+            (1, 2, 5, 10, 15, 20),
+        )
+        self.catalog_request_duration = m.histogram(
+            "catalog_request_duration_seconds",
+            "Duration of catalog requests (/tracks and the token), including retries of none.",
+            _DURATION_BUCKETS,
+        )
+        self.catalog_cache_hits = m.counter(
+            "catalog_cache_hits_total",
+            "Ids answered by outbox.catalog_tracks without a request, by kind (found, unknown).",
+            {"kind": ("found", "unknown")},
+        )
+        self.catalog_paused = m.gauge(
+            "catalog_paused",
+            "1 while catalog lookups are paused after an outage or refused credentials "
+            "(rows needing a lookup wait; the others keep flowing).",
+        )
         self.ready = m.gauge(
             "ready", "1 when /readyz would answer 200: database reachable and LISTEN connected."
         )

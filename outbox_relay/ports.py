@@ -27,7 +27,8 @@ class ClaimedRow(Protocol):
     The columns: ``id``, ``kind`` (``track`` or ``album``), ``parent_id`` (the album a track
     was fanned out from, else None), ``isrc``, ``title``, ``artist``, ``album``,
     ``artwork_url``, ``priority``, ``force``, ``attempts`` (charged so far), ``created_at`` (an
-    aware datetime) and ``track_count`` (album rows only, else None). An asyncpg ``Record`` is
+    aware datetime), ``track_count`` (album rows only, else None) and ``tidal_id`` (the catalog
+    id of a track known by it, else None). An asyncpg ``Record`` is
     one; the fakes use a dict.
     """
 
@@ -41,7 +42,8 @@ class Outcomes:
     ``published`` and ``skipped`` are final; ``failed`` (Inngest rejected the event) charges an
     attempt and makes the row dead after the store's ``max_attempts``, else claimable after
     ``retry_in`` seconds; ``released`` (an outage, or out of time) charges nothing and makes
-    the row claimable at once.
+    the row claimable after its ``retry_in`` (0, at once, but for rows waiting on a paused
+    catalog lookup).
     """
 
     ids: list[int] = field(default_factory=list)
@@ -80,8 +82,8 @@ class Outcomes:
     def failed(self, row_id: int, event_id: str, error: str, retry_in: float) -> None:
         self._add(row_id, "failed", event_id=event_id, error=error, retry_in=retry_in)
 
-    def released(self, row_id: int, event_id: str | None = None) -> None:
-        self._add(row_id, "released", event_id=event_id)
+    def released(self, row_id: int, event_id: str | None = None, retry_in: float = 0.0) -> None:
+        self._add(row_id, "released", event_id=event_id, retry_in=retry_in)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -209,6 +211,52 @@ class IndexChecker(Protocol):
 
         Raises :class:`~outbox_relay.errors.IndexCheckError` when the index cannot answer.
         """
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogTrack:
+    """What the catalog says of one track id: its ISRC (as the catalog spells it) and title."""
+
+    isrc: str
+    title: str | None = None
+
+
+class Catalog(Protocol):
+    """The music catalog (TIDAL) as the relay uses it: ISRCs of tracks known by catalog id."""
+
+    @property
+    def country_code(self) -> str:
+        """The country the catalog is asked for (availability, and so answers, depend on it)."""
+        ...
+
+    async def tracks(self, tidal_ids: Sequence[str]) -> dict[str, CatalogTrack]:
+        """The tracks the catalog knows among ``tidal_ids`` (distinct), by id; an id missing
+        from the answer is one the catalog does not know (or not in this country).
+
+        Asks in requests of at most 20 ids, a few at a time, under a client-side pace. Raises
+        :class:`~outbox_relay.errors.CatalogUnavailable` for an outage (connection, timeout,
+        5xx, 429: nothing of the answer is kept) and
+        :class:`~outbox_relay.errors.CatalogAuthError` when its credentials are refused.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+class CatalogCache(Protocol):
+    """What the catalog answered before (``outbox.catalog_tracks``, migration 010)."""
+
+    async def cached(self, tidal_ids: Sequence[str]) -> dict[str, CatalogTrack | None]:
+        """The cached answers among ``tidal_ids``: a track, or None for an id the catalog
+        did not return (while that is recent). Ids never asked for are absent.
+        Raises one of :data:`~outbox_relay.db.connection.CONNECTION_ERRORS`."""
+        ...
+
+    async def remember(self, found: dict[str, CatalogTrack], unknown: Sequence[str]) -> None:
+        """Caches one lookup's answer."""
         ...
 
     async def close(self) -> None: ...

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from outbox_relay.adapters.inngest import EventApiPublisher
 from outbox_relay.adapters.qdrant import QdrantIndexChecker
+from outbox_relay.adapters.tidal import TidalCatalog
 from outbox_relay.backoff import Backoff
 from outbox_relay.config import Settings
 from outbox_relay.db.preflight import wait_until_ready
@@ -25,7 +26,7 @@ from outbox_relay.ports import IndexChecker
 from outbox_relay.relay.listener import Listener
 from outbox_relay.relay.loop import Relay, RelayConfig, request_timeout
 from outbox_relay.relay.maintenance import Maintenance
-from outbox_relay.relay.store import OutboxStore
+from outbox_relay.relay.store import CatalogCacheStore, OutboxStore
 
 log = structlog.get_logger("outbox_relay.relay")
 
@@ -68,7 +69,30 @@ class RelayService:
             timeout=settings.qdrant_timeout,
             api_key=settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None,
         )
+        # The catalog, when its credentials are set (tracks known by TIDAL id only need it).
+        self.catalog: TidalCatalog | None = None
+        catalog_cache: CatalogCacheStore | None = None
+        if settings.tidal_client_id and settings.tidal_client_secret:
+            self.catalog = TidalCatalog(
+                client_id=settings.tidal_client_id,
+                client_secret=settings.tidal_client_secret.get_secret_value(),
+                country_code=settings.tidal_country_code,
+                api_base_url=settings.tidal_api_base_url,
+                auth_url=settings.tidal_auth_url,
+                timeout=settings.catalog_timeout,
+                requests_per_second=settings.catalog_requests_per_second,
+                concurrency=settings.catalog_concurrency,
+                metrics=self.metrics,
+            )
+            catalog_cache = CatalogCacheStore(
+                dsn,
+                country_code=settings.tidal_country_code,
+                unknown_ttl=settings.catalog_unknown_ttl,
+                synchronous_commit=settings.synchronous_commit,
+            )
         self.relay = Relay(
+            catalog=self.catalog,
+            catalog_cache=catalog_cache,
             store=OutboxStore(
                 dsn,
                 replica_id=settings.replica_id,
@@ -142,6 +166,7 @@ class RelayService:
             event_api=self.settings.event_api_origin(),
             request_budget=_describe_budget(self.settings.request_budget()),
             qdrant=self.settings.qdrant_url or f"embedded:{self.settings.qdrant_path}",
+            catalog=self.settings.tidal_api_base_url if self.catalog is not None else "none",
             replica_id=self.settings.replica_id,
         )
         loop = asyncio.get_running_loop()
@@ -168,6 +193,8 @@ class RelayService:
             await self._runner.cleanup()
             await self.publisher.close()
             await self.checker.close()
+            if self.catalog is not None:
+                await self.catalog.close()
 
     def _state(self) -> RelayState:
         """What the admin page shows of this process: its id, readiness, the Event API."""

@@ -33,12 +33,14 @@ WITH picked AS (
     -- tests/db/test_claim_plan.py); it is always a primary-key lookup per claimed row.
     WHERE m.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING m.id, m.kind, m.parent_id, m.isrc, m.title, m.artist, m.album, m.artwork_url,
-              m.priority, m.force, m.attempts, m.created_at, m.tracks
+              m.priority, m.force, m.attempts, m.created_at, m.tracks, m.tidal_id
 ), fanned AS (
+    -- An album track's catalog id (migration 010) survives the fan-out: the relay looks its
+    -- ISRC up when the track has none.
     INSERT INTO outbox.messages AS m
-        (kind, parent_id, isrc, title, artist, album, artwork_url, created_at,
+        (kind, parent_id, isrc, tidal_id, title, artist, album, artwork_url, created_at,
          claim_token, claimed_by, next_attempt_at)
-    SELECT 'track', c.id, t.track ->> 'isrc', t.track ->> 'title',
+    SELECT 'track', c.id, t.track ->> 'isrc', t.track ->> 'tidalTrackId', t.track ->> 'title',
            coalesce(nullif(btrim(t.track ->> 'artist'), ''), c.artist),
            c.album, c.artwork_url, c.created_at,
            $2::uuid, $3::text, now() + make_interval(secs => $4::float8)
@@ -48,11 +50,11 @@ WITH picked AS (
     ORDER BY c.id, t.position
     RETURNING m.id, m.kind, m.parent_id, m.isrc, m.title, m.artist, m.album, m.artwork_url,
               m.priority, m.force, m.attempts, m.created_at,
-              NULL::integer AS track_count
+              NULL::integer AS track_count, m.tidal_id
 )
 SELECT id, kind, parent_id, isrc, title, artist, album, artwork_url, priority, force, attempts,
        created_at,
-       CASE WHEN kind = 'album' THEN jsonb_array_length(tracks) END AS track_count
+       CASE WHEN kind = 'album' THEN jsonb_array_length(tracks) END AS track_count, tidal_id
 FROM claimed
 UNION ALL
 SELECT * FROM fanned;
@@ -60,7 +62,8 @@ SELECT * FROM fanned;
 -- name: record_outcomes
 -- Records the outcome of a claimed batch in one statement. Per row ($2): 'published',
 -- 'skipped', 'failed' (Inngest rejected the event: an attempt is charged and the row is dead
--- after $8 attempts) or 'released' (an outage: no attempt charged, claimable again at once).
+-- after $8 attempts) or 'released' (an outage: no attempt charged, claimable again after its
+-- retry_in, 0 but for rows waiting on a paused catalog lookup).
 -- Only rows still holding claim token $1 are touched, so a relay whose lease expired and was
 -- reclaimed by another replica cannot overwrite the newer outcome.
 -- last_error is only ever current (migration 007): a rejection sets it and appends it to
@@ -75,7 +78,7 @@ SET status          = CASE u.outcome
     attempts        = m.attempts + (u.outcome = 'failed')::int,
     next_attempt_at = CASE u.outcome
                           WHEN 'failed' THEN now() + make_interval(secs => u.retry_in)
-                          WHEN 'released' THEN now()
+                          WHEN 'released' THEN now() + make_interval(secs => u.retry_in)
                           ELSE m.next_attempt_at
                       END,
     processed_at    = CASE
@@ -188,3 +191,20 @@ SELECT outbox.relay_step_down($1::boolean);
 -- name: relay_gate_clear
 -- Asked again, a moment later, while a writer that saw BUSY held is still in its transaction.
 SELECT outbox.relay_gate_clear();
+
+-- name: catalog_cached
+-- The cached catalog answers (migration 010) for track ids $1 in country $2: an ISRC, or NULL
+-- for an id the catalog did not return, which counts only while younger than $3 seconds.
+SELECT tidal_id, isrc, title
+FROM outbox.catalog_tracks
+WHERE tidal_id = ANY ($1::text[]) AND country_code = $2::text
+  AND (isrc IS NOT NULL OR looked_up_at > now() - make_interval(secs => $3::float8));
+
+-- name: catalog_remember
+-- Caches one lookup's answers: ids $1 with ISRCs $3 (NULL: not returned) and titles $4, for
+-- country $2.
+INSERT INTO outbox.catalog_tracks AS c (tidal_id, country_code, isrc, title, looked_up_at)
+SELECT u.tidal_id, $2::text, u.isrc, u.title, now()
+FROM unnest($1::text[], $3::text[], $4::text[]) AS u(tidal_id, isrc, title)
+ON CONFLICT (tidal_id, country_code) DO UPDATE
+SET isrc = excluded.isrc, title = excluded.title, looked_up_at = excluded.looked_up_at;

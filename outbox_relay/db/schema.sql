@@ -109,6 +109,23 @@ $$;
 
 
 --
+-- Name: check_tidal_id(text, text, text); Type: FUNCTION; Schema: outbox; Owner: -
+--
+
+CREATE FUNCTION outbox.check_tidal_id(fn text, field text, value text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    AS $_$
+BEGIN
+    IF value IS NULL OR value !~ '^[0-9]{1,20}$' THEN
+        RAISE EXCEPTION '%: % must be a TIDAL track id of 1 to 20 digits (got %)',
+                        fn, field, coalesce(quote_literal(left(value, 40)), 'null')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END;
+$_$;
+
+
+--
 -- Name: enqueue_album(text, text, jsonb, text); Type: FUNCTION; Schema: outbox; Owner: -
 --
 
@@ -153,6 +170,15 @@ BEGIN
         IF track ? 'artist' AND jsonb_typeof(track -> 'artist') NOT IN ('string', 'null') THEN
             RAISE EXCEPTION 'enqueue_album: %.artist must be a string or null', field
                 USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF track ? 'tidalTrackId' AND jsonb_typeof(track -> 'tidalTrackId') <> 'null' THEN
+            IF jsonb_typeof(track -> 'tidalTrackId') <> 'string' THEN
+                RAISE EXCEPTION 'enqueue_album: %.tidalTrackId must be a string of digits or null',
+                                field
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            PERFORM outbox.check_tidal_id('enqueue_album', field || '.tidalTrackId',
+                                          track ->> 'tidalTrackId');
         END IF;
         PERFORM outbox.check_text('enqueue_album', field || '.title', track ->> 'title', 1000);
         PERFORM outbox.check_text('enqueue_album', field || '.isrc', track ->> 'isrc', 64, false);
@@ -225,6 +251,58 @@ $_$;
 --
 
 COMMENT ON FUNCTION outbox.enqueue_track(isrc text, title text, artist text, album text, priority integer, force boolean, artwork_url text) IS 'Enqueue one track/ingestion.requested event in the caller''s transaction; returns the row id.';
+
+
+--
+-- Name: enqueue_track_by_tidal_id(text, text, text, text, integer, boolean, text, text); Type: FUNCTION; Schema: outbox; Owner: -
+--
+
+CREATE FUNCTION outbox.enqueue_track_by_tidal_id(tidal_track_id text, title text, artist text, album text, priority integer DEFAULT NULL::integer, force boolean DEFAULT false, artwork_url text DEFAULT NULL::text, isrc text DEFAULT NULL::text) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $_$
+DECLARE
+    new_id bigint;
+BEGIN
+    IF NOT coalesce(
+           tidal_track_id ~ '^[0-9]{1,20}$'
+           AND (isrc IS NULL OR length(isrc) <= 64)
+           AND length(title) <= 1000 AND btrim(title, E' \t\n\r\f\x0B') <> ''
+           AND length(artist) <= 1000 AND btrim(artist, E' \t\n\r\f\x0B') <> ''
+           AND length(album) <= 1000 AND btrim(album, E' \t\n\r\f\x0B') <> ''
+           AND (artwork_url IS NULL
+                OR (length(artwork_url) <= 2048 AND artwork_url ~* '^https?://[^[:space:]]+$'))
+           AND (priority IS NULL OR priority BETWEEN -600 AND 600),
+           false) THEN
+        PERFORM outbox.check_tidal_id('enqueue_track', 'tidal_track_id', tidal_track_id);
+        PERFORM outbox.check_text('enqueue_track', 'isrc', isrc, 64, false);
+        PERFORM outbox.check_text('enqueue_track', 'title', title, 1000);
+        PERFORM outbox.check_text('enqueue_track', 'artist', artist, 1000);
+        PERFORM outbox.check_text('enqueue_track', 'album', album, 1000);
+        PERFORM outbox.check_artwork_url('enqueue_track', artwork_url);
+        IF priority NOT BETWEEN -600 AND 600 THEN
+            RAISE EXCEPTION 'enqueue_track: priority must be an integer from -600 to 600 (got %)',
+                            priority
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+
+    INSERT INTO outbox.messages
+        (kind, isrc, tidal_id, title, artist, album, artwork_url, priority, force)
+    VALUES ('track', enqueue_track_by_tidal_id.isrc, enqueue_track_by_tidal_id.tidal_track_id,
+            enqueue_track_by_tidal_id.title, enqueue_track_by_tidal_id.artist,
+            enqueue_track_by_tidal_id.album, enqueue_track_by_tidal_id.artwork_url,
+            enqueue_track_by_tidal_id.priority, coalesce(enqueue_track_by_tidal_id.force, false))
+    RETURNING id INTO new_id;
+    RETURN new_id;
+END;
+$_$;
+
+
+--
+-- Name: FUNCTION enqueue_track_by_tidal_id(tidal_track_id text, title text, artist text, album text, priority integer, force boolean, artwork_url text, isrc text); Type: COMMENT; Schema: outbox; Owner: -
+--
+
+COMMENT ON FUNCTION outbox.enqueue_track_by_tidal_id(tidal_track_id text, title text, artist text, album text, priority integer, force boolean, artwork_url text, isrc text) IS 'Enqueue one track known by its TIDAL id (the relay looks its ISRC up); returns the row id.';
 
 
 --
@@ -385,10 +463,12 @@ CREATE TABLE outbox.messages (
     event_id text,
     inngest_id text,
     error_history jsonb DEFAULT '[]'::jsonb NOT NULL,
+    tidal_id text,
     CONSTRAINT messages_kind_check CHECK ((kind = ANY (ARRAY['track'::text, 'album'::text]))),
     CONSTRAINT messages_priority_check CHECK (((priority >= '-600'::integer) AND (priority <= 600))),
     CONSTRAINT messages_shape_check CHECK ((((kind = 'track'::text) AND (title IS NOT NULL) AND (tracks IS NULL)) OR ((kind = 'album'::text) AND (tracks IS NOT NULL) AND (isrc IS NULL)))),
-    CONSTRAINT messages_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'published'::text, 'skipped'::text, 'dead'::text, 'fanned_out'::text])))
+    CONSTRAINT messages_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'published'::text, 'skipped'::text, 'dead'::text, 'fanned_out'::text]))),
+    CONSTRAINT messages_tidal_id_check CHECK ((tidal_id ~ '^[0-9]{1,20}$'::text))
 )
 WITH (autovacuum_vacuum_scale_factor='0.01', autovacuum_analyze_scale_factor='0.02');
 
@@ -715,6 +795,27 @@ ALTER TABLE library.tracks ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
 
 
 --
+-- Name: catalog_tracks; Type: TABLE; Schema: outbox; Owner: -
+--
+
+CREATE TABLE outbox.catalog_tracks (
+    tidal_id text NOT NULL,
+    country_code text NOT NULL,
+    isrc text,
+    title text,
+    looked_up_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT catalog_tracks_tidal_id_check CHECK ((tidal_id ~ '^[0-9]{1,20}$'::text))
+);
+
+
+--
+-- Name: TABLE catalog_tracks; Type: COMMENT; Schema: outbox; Owner: -
+--
+
+COMMENT ON TABLE outbox.catalog_tracks IS 'outbox-relay: what the TIDAL catalog returned per track id and country (isrc NULL: unknown id).';
+
+
+--
 -- Name: dead_letters; Type: VIEW; Schema: outbox; Owner: -
 --
 
@@ -884,6 +985,14 @@ ALTER TABLE ONLY library.tracks
 
 
 --
+-- Name: catalog_tracks catalog_tracks_pkey; Type: CONSTRAINT; Schema: outbox; Owner: -
+--
+
+ALTER TABLE ONLY outbox.catalog_tracks
+    ADD CONSTRAINT catalog_tracks_pkey PRIMARY KEY (tidal_id, country_code);
+
+
+--
 -- Name: messages messages_pkey; Type: CONSTRAINT; Schema: outbox; Owner: -
 --
 
@@ -1047,6 +1156,13 @@ GRANT USAGE ON SCHEMA outbox TO outbox_relay_role;
 --
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE outbox.messages TO outbox_relay_role;
+
+
+--
+-- Name: TABLE catalog_tracks; Type: ACL; Schema: outbox; Owner: -
+--
+
+GRANT SELECT,INSERT,UPDATE ON TABLE outbox.catalog_tracks TO outbox_relay_role;
 
 
 --

@@ -9,6 +9,9 @@ the claim is a lease written into the rows. What can go wrong, and what happens:
 - Inngest rejects an event: that row alone is charged an attempt; after ``max_attempts`` it
   is dead with its last error. The rest of the batch goes out.
 - Qdrant fails or is slow: the batch is published anyway (fail open).
+- The catalog (tracks known by TIDAL id only) is down, limiting or refusing our credentials:
+  the rows that need a lookup go back uncharged and lookups pause with backoff
+  (:mod:`outbox_relay.relay.lookup`); every other row of the batch goes out.
 - PostgreSQL goes away: the loop reconnects with backoff; the listener re-LISTENs and sweeps.
 - The process dies: its leases expire and another relay claims the rows again.
 """
@@ -31,6 +34,8 @@ from outbox_relay.domain.isrc import normalise_isrc, point_id
 from outbox_relay.errors import EventApiUnavailable, IndexCheckError
 from outbox_relay.metrics import RelayMetrics
 from outbox_relay.ports import (
+    Catalog,
+    CatalogCache,
     ClaimedRow,
     IndexChecker,
     Outbox,
@@ -39,6 +44,7 @@ from outbox_relay.ports import (
     PublishResult,
     WakeSource,
 )
+from outbox_relay.relay.lookup import IsrcLookup
 from outbox_relay.relay.maintenance import Maintenance
 
 log = structlog.get_logger("outbox_relay.relay")
@@ -130,8 +136,20 @@ class Relay:
         metrics: RelayMetrics,
         config: RelayConfig,
         maintenance: Maintenance | None = None,
+        catalog: Catalog | None = None,
+        catalog_cache: CatalogCache | None = None,
     ) -> None:
+        """``catalog`` (and its cache) resolve the ISRCs of tracks known by TIDAL id only;
+        without one, such rows wait (uncharged) for a relay that has it."""
         self._store = store
+        self._lookup = IsrcLookup(
+            catalog=catalog,
+            cache=catalog_cache,
+            metrics=metrics,
+            backoff_base=config.backoff_base,
+            backoff_cap=config.backoff_cap,
+        )
+        self._catalog_cache = catalog_cache
         self._maintenance = maintenance
         self._publisher = publisher
         self._checker = checker
@@ -169,8 +187,12 @@ class Relay:
         self._wake.set()  # an idle loop waits on this, not on stop
 
     def readiness(self) -> dict[str, bool]:
-        """Ready means: the database answers and the LISTEN connection is up."""
-        return {"database": self._database_ok, "listen": self._listener.connected.is_set()}
+        """Ready means: the database answers and the LISTEN connection is up (and, with a
+        catalog, its credentials were not refused)."""
+        checks = {"database": self._database_ok, "listen": self._listener.connected.is_set()}
+        if self._lookup.configured:
+            checks["catalog"] = self._lookup.problem is None
+        return checks
 
     def readiness_problems(self) -> dict[str, str]:
         """Why each failing check of :meth:`readiness` fails, in a few words."""
@@ -179,6 +201,8 @@ class Relay:
             problems["database"] = self._database_problem
         if not self._listener.connected.is_set():
             problems["listen"] = self._listener.problem
+        if self._lookup.problem is not None:
+            problems["catalog"] = self._lookup.problem
         return problems
 
     @property
@@ -196,6 +220,8 @@ class Relay:
                 group.create_task(self._loop(), name="loop")
         finally:
             await self._store.close()
+            if self._catalog_cache is not None:
+                await self._catalog_cache.close()
             log.info("relay_stopped", batches=self.batches)
 
     async def _loop(self) -> None:
@@ -422,10 +448,14 @@ class Relay:
             )
 
     async def _check_and_encode(self, batch: _Batch, tracks: list[ClaimedRow]) -> list[TrackEvent]:
-        """Validates ISRCs, asks the index in one call, and encodes what must be sent."""
+        """Looks up missing ISRCs, validates ISRCs, asks the index in one call, and encodes
+        what must be sent."""
+        looked_up, waiting = await self._look_up(batch, tracks)
         candidates: list[tuple[ClaimedRow, str, str | None]] = []
         for row in tracks:
-            isrc = normalise_isrc(row["isrc"])
+            if row["id"] in waiting:
+                continue
+            isrc = normalise_isrc(looked_up.get(row["id"], row["isrc"]))
             if isrc in _SKIP_REASONS:
                 self._skip(batch, row, isrc)
                 continue
@@ -451,6 +481,55 @@ class Relay:
                 )
             )
         return events
+
+    async def _look_up(
+        self, batch: _Batch, tracks: list[ClaimedRow]
+    ) -> tuple[dict[int, str], set[int]]:
+        """ISRCs of the rows known by catalog id only, by row id; and the rows handed back
+        because the catalog cannot answer now (recorded as released, uncharged).
+
+        An id the catalog did not return makes its row ``missing_isrc`` (skipped) with an
+        ``album_track_listing_error`` log naming the album.
+        """
+        needs = [
+            row
+            for row in tracks
+            if row["tidal_id"] is not None and normalise_isrc(row["isrc"]) == "missing_isrc"
+        ]
+        if not needs:
+            return {}, set()
+        lookup = await self._lookup.resolve([row["tidal_id"] for row in needs])
+        found: dict[int, str] = {}
+        waiting: set[int] = set()
+        unknown: dict[int | None, list[ClaimedRow]] = {}
+        for row in needs:
+            tidal_id = row["tidal_id"]
+            if tidal_id in lookup.isrcs:
+                found[row["id"]] = lookup.isrcs[tidal_id]
+            elif tidal_id in lookup.deferred:
+                waiting.add(row["id"])
+                batch.outcomes.released(row["id"], retry_in=lookup.retry_in)
+            else:
+                unknown.setdefault(row["parent_id"], []).append(row)
+        if waiting:
+            self._metrics.rows_released.inc(len(waiting))
+            log.warning(
+                "catalog_lookup_deferred",
+                rows=len(waiting),
+                retry_in_s=round(lookup.retry_in, 3),
+                reason=self._lookup.problem or "catalog unavailable or paused",
+            )
+        for parent_id, rows in unknown.items():
+            log.error(
+                "album_track_listing_error",
+                result="error",
+                reason="missing_isrc",
+                album=rows[0]["album"],
+                outbox_id=parent_id,
+                tidal_track_ids=[row["tidal_id"] for row in rows],
+                error="the catalog does not know these track ids (or not in this country)",
+            )
+        return found, waiting
 
     async def _indexed(self, point_ids: Sequence[str]) -> set[str]:
         if not point_ids:

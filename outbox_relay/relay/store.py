@@ -16,7 +16,7 @@ import structlog
 
 from outbox_relay.db.connection import CONNECTION_ERRORS, NOTIFY_CHANNEL
 from outbox_relay.db.queries import QUERIES
-from outbox_relay.ports import Outcomes
+from outbox_relay.ports import CatalogTrack, Outcomes
 
 log = structlog.get_logger(__name__)
 
@@ -173,3 +173,55 @@ class OutboxStore:
     async def close(self) -> None:
         await self._claims.close()
         await self._outcomes.close()
+
+
+class CatalogCacheStore:
+    """The real :class:`~outbox_relay.ports.CatalogCache`: ``outbox.catalog_tracks`` (migration
+    010) on a connection of its own, for one country."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        country_code: str,
+        unknown_ttl: float,
+        synchronous_commit: str = "off",
+    ) -> None:
+        self._country_code = country_code
+        self._unknown_ttl = unknown_ttl
+        self._session = Session(
+            dsn,
+            {"application_name": "outbox-relay-catalog", "synchronous_commit": synchronous_commit},
+        )
+
+    async def cached(self, tidal_ids: Sequence[str]) -> dict[str, CatalogTrack | None]:
+        conn = await self._session.connection()
+        try:
+            rows = await conn.fetch(
+                QUERIES["catalog_cached"], list(tidal_ids), self._country_code, self._unknown_ttl
+            )
+        except CONNECTION_ERRORS:
+            self._session.drop()
+            raise
+        return {
+            row["tidal_id"]: (
+                None if row["isrc"] is None else CatalogTrack(row["isrc"], row["title"])
+            )
+            for row in rows
+        }
+
+    async def remember(self, found: dict[str, CatalogTrack], unknown: Sequence[str]) -> None:
+        ids = [*found, *unknown]
+        if not ids:
+            return
+        isrcs = [track.isrc for track in found.values()] + [None] * len(unknown)
+        titles = [track.title for track in found.values()] + [None] * len(unknown)
+        conn = await self._session.connection()
+        try:
+            await conn.execute(QUERIES["catalog_remember"], ids, self._country_code, isrcs, titles)
+        except CONNECTION_ERRORS:
+            self._session.drop()
+            raise
+
+    async def close(self) -> None:
+        await self._session.close()

@@ -13,6 +13,9 @@ a test of the relay loop against them asserts what the loop does against the rea
   more), with switches: reject an ISRC, go down (with or without ``Retry-After``), be slow.
 - :class:`FakeIndexChecker`: a set of point ids, with a failure switch and a latency that
   turns into the real checker's timeout.
+- :class:`FakeCatalog` and :class:`FakeCatalogCache`: the TIDAL catalog's contract (requests
+  of at most 20 ids, ids it does not know absent from the answer, an outage or refused
+  credentials raise and keep nothing) with switches, and ``outbox.catalog_tracks``.
 - :class:`FakeListener`: wake-ups on demand; wakes once when it "connects", as the real one.
 - :class:`FakeTagReader`: tags (or a read error) by path.
 - :class:`FakeEmbedder` and :class:`InMemoryIndex`: the ingestion worker's embedder, and a
@@ -38,15 +41,19 @@ from outbox_relay.domain.events import TrackEvent
 from outbox_relay.domain.ingestion import TrackPoint
 from outbox_relay.domain.isrc import point_id
 from outbox_relay.errors import (
+    CatalogAuthError,
+    CatalogUnavailable,
     EmbeddingError,
     EventApiUnavailable,
     IndexCheckError,
     PointWriteError,
     TagReadError,
 )
-from outbox_relay.ports import Outcomes, PublishResult
+from outbox_relay.ports import CatalogTrack, Outcomes, PublishResult
 
 __all__ = [
+    "FakeCatalog",
+    "FakeCatalogCache",
     "FakeEmbedder",
     "FakeIndexChecker",
     "FakeListener",
@@ -80,6 +87,8 @@ class OutboxRow:
     created_at: datetime
     parent_id: int | None = None
     isrc: str | None = None
+    # migration 010: the TIDAL catalog id of a track known by it
+    tidal_id: str | None = None
     title: str | None = None
     artwork_url: str | None = None
     priority: int | None = None
@@ -113,6 +122,7 @@ class OutboxRow:
             "attempts": self.attempts,
             "created_at": self.created_at,
             "track_count": track_count,
+            "tidal_id": self.tidal_id,
         }
 
 
@@ -153,11 +163,14 @@ class OutboxTable:
         priority: int | None = None,
         force: bool = False,
         artwork_url: str | None = None,
+        tidal_id: str | None = None,
     ) -> int:
-        """As ``outbox.enqueue_track``: returns the row id."""
+        """As ``outbox.enqueue_track`` (with ``tidal_id``: ``outbox.enqueue_track_by_tidal_id``):
+        returns the row id."""
         return self._insert(
             kind="track",
             isrc=isrc,
+            tidal_id=tidal_id,
             title=title,
             artist=artist,
             album=album,
@@ -292,6 +305,7 @@ class FakeOutbox:
                     kind="track",
                     parent_id=album.id,
                     isrc=track.get("isrc"),
+                    tidal_id=track.get("tidalTrackId"),
                     title=track.get("title"),
                     artist=artist if artist and _sql_btrim(artist) else album.artist,
                     album=album.album,
@@ -355,7 +369,7 @@ class FakeOutbox:
                 row.attempts += 1
             elif outcome == "released":
                 row.status = "pending"
-                row.next_attempt_at = now
+                row.next_attempt_at = now + timedelta(seconds=retry_in)
             else:
                 row.status = outcome
             row.processed_at = now if outcome in ("published", "skipped") or dead else None
@@ -686,3 +700,102 @@ class InMemoryIndex:
 
     async def close(self) -> None:
         return None
+
+
+class FakeCatalog:
+    """The catalog (:class:`~outbox_relay.ports.Catalog`): tracks by id, requests of at most
+    :attr:`max_ids` ids recorded in :attr:`requests`.
+
+    Switches: :meth:`go_down` (every call raises :class:`CatalogUnavailable` with a cause and
+    an optional ``Retry-After``), :meth:`refuse_credentials` (:class:`CatalogAuthError`),
+    :meth:`come_back`; ``latency`` per request.
+    """
+
+    max_ids = 20
+
+    def __init__(
+        self, tracks: Mapping[str, str] | None = None, *, country_code: str = "US"
+    ) -> None:
+        # id -> ISRC
+        self.isrcs: dict[str, str] = dict(tracks or {})
+        self._country_code = country_code
+        self.requests: list[tuple[str, ...]] = []
+        self.failed_calls = 0
+        self.latency = 0.0
+        self._outage: CatalogUnavailable | None = None
+        self._refused = False
+
+    @property
+    def country_code(self) -> str:
+        return self._country_code
+
+    def go_down(self, cause: str = "5xx", retry_after: float | None = None) -> None:
+        self._outage = CatalogUnavailable(cause, f"fake catalog is down ({cause})", retry_after)
+
+    def refuse_credentials(self) -> None:
+        self._refused = True
+
+    def come_back(self) -> None:
+        self._outage = None
+        self._refused = False
+
+    def ids_asked(self) -> list[str]:
+        return [i for request in self.requests for i in request]
+
+    async def tracks(self, tidal_ids: Sequence[str]) -> dict[str, CatalogTrack]:
+        if self._refused:
+            self.failed_calls += 1
+            raise CatalogAuthError("fake catalog: the client credentials are refused")
+        if self._outage is not None:
+            self.failed_calls += 1
+            raise self._outage
+        ids = list(dict.fromkeys(tidal_ids))
+        found: dict[str, CatalogTrack] = {}
+        for start in range(0, len(ids), self.max_ids):
+            chunk = tuple(ids[start : start + self.max_ids])
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            self.requests.append(chunk)
+            for tidal_id in chunk:
+                if tidal_id in self.isrcs:
+                    found[tidal_id] = CatalogTrack(self.isrcs[tidal_id], f"Track {tidal_id}")
+        return found
+
+    async def close(self) -> None:
+        pass
+
+
+class FakeCatalogCache:
+    """``outbox.catalog_tracks`` in memory (:class:`~outbox_relay.ports.CatalogCache`);
+    ``unknown_ttl`` seconds (on ``clock``) for ids the catalog did not return."""
+
+    def __init__(
+        self, *, unknown_ttl: float = 86400.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rows: dict[str, tuple[CatalogTrack | None, float]] = {}
+        self.unknown_ttl = unknown_ttl
+        self.clock = clock
+        self.fail = 0
+
+    async def cached(self, tidal_ids: Sequence[str]) -> dict[str, CatalogTrack | None]:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionResetError("fake catalog cache: connection lost")
+        now = self.clock()
+        answer: dict[str, CatalogTrack | None] = {}
+        for tidal_id in tidal_ids:
+            if tidal_id in self.rows:
+                track, at = self.rows[tidal_id]
+                if track is not None or now - at < self.unknown_ttl:
+                    answer[tidal_id] = track
+        return answer
+
+    async def remember(self, found: dict[str, CatalogTrack], unknown: Sequence[str]) -> None:
+        now = self.clock()
+        for tidal_id, track in found.items():
+            self.rows[tidal_id] = (track, now)
+        for tidal_id in unknown:
+            self.rows[tidal_id] = (None, now)
+
+    async def close(self) -> None:
+        pass
