@@ -62,6 +62,8 @@ MAX_PAGE_SIZE: Final = 200
 # aiohttp refuses a form of more than 1,000 fields (413); a page shows at most 200 rows
 MAX_SELECTED: Final = 500
 _MAX_TEXT: Final = 2000
+# aiohttp refuses a request line over 8190 bytes (a 400 of its own) before any handler runs
+_MAX_ERROR_FILTER: Final = 6000
 # Script only from this origin (htmx), no inline script or style, nothing framed.
 _CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -213,14 +215,16 @@ def _int(
     return value
 
 
-def _text(params: Mapping[str, str], name: str, *, required: bool = False) -> str | None:
+def _text(
+    params: Mapping[str, str], name: str, *, required: bool = False, longest: int = _MAX_TEXT
+) -> str | None:
     raw = params.get(name)
     if raw is None or not raw.strip():
         if required:
             raise BadInput(name, "must not be empty")
         return None
-    if len(raw) > _MAX_TEXT:
-        raise BadInput(name, f"must be at most {_MAX_TEXT} characters")
+    if len(raw) > longest:
+        raise BadInput(name, f"must be at most {longest} characters")
     if "\x00" in raw:
         raise BadInput(name, "must not contain NUL characters")
     return raw
@@ -511,7 +515,8 @@ def add_ui_routes(
         q = request.query
         before = _int(q, "before", db.FIRST_ID, 1, db.FIRST_ID)
         assert before is not None
-        error = _text(q, "error")
+        # an error's own text, from a link of the "by error" table: as long as a URL allows
+        error = _text(q, "error", longest=_MAX_ERROR_FILTER)
         limit = _limit(q)
         done = _int(q, "requeued", None, 0, 10**9)
         asked = _int(q, "asked", None, 0, 10**9)

@@ -165,6 +165,7 @@ async def test_every_page_answers_with_data(ui: tuple[Harness, Client]) -> None:
         ("/admin/pending?after=2026-01-01T00:00:00,1", 400, "after must be"),
         ("/admin/pending?after=2026-01-01T00:00:00%2B00:00,x", 400, "after must be"),
         ("/admin/scans?before=0", 400, "before must be from 1"),
+        ("/admin/dead?error=" + "e" * 6001, 400, "error must be at most 6000 characters"),
         ("/admin/track", 400, "isrc must not be empty"),
         ("/admin/track?isrc=%3Cscript%3E", 400, "isrc must be 12 letters or digits"),
         ("/admin/track?isrc=USRC17607839", 404, "Nothing is known about ISRC USRC17607839"),
