@@ -135,7 +135,7 @@ LIMIT $2::int;
 WITH rows_of_isrc AS MATERIALIZED (
     SELECT m.id, m.kind, m.parent_id, m.status, m.attempts, m.skip_reason, m.last_error,
            m.event_id, m.inngest_id, m.force, m.claimed_by, m.created_at, m.processed_at,
-           m.next_attempt_at, m.title, m.error_history
+           m.next_attempt_at, m.title, m.error_history, m.tidal_id
     FROM outbox.messages AS m
     WHERE m.isrc IS NOT NULL AND upper(btrim(m.isrc)) = $1::text
 ), albums AS (
