@@ -12,6 +12,12 @@
 SELECT outbox.enqueue_track($1::text, $2::text, $3::text, $4::text, $5::integer,
                             $6::boolean, $7::text);
 
+-- name: enqueue_track_by_tidal_id
+-- tidal_track_id, title, artist, album, priority, force, artwork_url, isrc → the outbox row's
+-- id (migration 010: the relay looks the ISRC up in the catalog when none is given).
+SELECT outbox.enqueue_track_by_tidal_id($1::text, $2::text, $3::text, $4::text, $5::integer,
+                                        $6::boolean, $7::text, $8::text);
+
 -- name: enqueue_album
 -- title, artist, tracks (JSON text), artwork_url → the outbox row's id.
 SELECT outbox.enqueue_album($1::text, $2::text, $3::text::jsonb, $4::text);

@@ -17,6 +17,7 @@ __all__ = [
     "PRIORITY_MAX",
     "PRIORITY_MIN",
     "TEXT_MAX_LENGTH",
+    "TIDAL_TRACK_ID_PATTERN",
     "URL_MAX_LENGTH",
 ]
 
@@ -32,3 +33,6 @@ PRIORITY_MIN: Final = -600
 PRIORITY_MAX: Final = 600
 # Tracks of one album row.
 ALBUM_MAX_TRACKS: Final = 10_000
+
+# A TIDAL catalog track id (migration 010's outbox.check_tidal_id): 1 to 20 decimal digits.
+TIDAL_TRACK_ID_PATTERN: Final = r"^[0-9]{1,20}$"

@@ -72,11 +72,11 @@ _LOGGED_FIELDS: Final = 20
 
 # "enqueue_album: tracks[3].title must be a non-empty string" → field and rule.
 _SQL_MESSAGE: Final = re.compile(
-    r"^enqueue_(?:track|album): (?P<field>[a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)?) (?P<rule>.+)$",
+    r"^enqueue_(?:track|album): (?P<field>[a-z_]+(?:\[\d+\])?(?:\.[A-Za-z_]+)?) (?P<rule>.+)$",
     re.DOTALL,
 )
 # SQL argument names that the JSON body spells differently.
-_SQL_TO_JSON_FIELD: Final = {"artwork_url": "artworkUrl"}
+_SQL_TO_JSON_FIELD: Final = {"artwork_url": "artworkUrl", "tidal_track_id": "tidalTrackId"}
 
 # A relation, function or schema of the migrations is missing: the database is not migrated.
 _NOT_MIGRATED: Final[tuple[type[asyncpg.PostgresError], ...]] = (
@@ -279,6 +279,7 @@ async def _write_track(conn: Any, track: TrackIn) -> tuple[int, int]:
         priority=track.priority,
         force=track.force,
         artwork_url=track.artwork_url,
+        tidal_track_id=track.tidal_track_id,
     )
     track_id = await conn.fetchval(
         QUERIES["insert_library_track"],
@@ -298,6 +299,7 @@ def _track_added(track: TrackIn, track_id: int, outbox_id: int, duration_ms: flo
         track_id=track_id,
         outbox_id=outbox_id,
         isrc=track.isrc,
+        tidal_track_id=track.tidal_track_id,
         trackTitle=track.title,
         duration_ms=duration_ms,
     )

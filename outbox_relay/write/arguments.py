@@ -53,6 +53,26 @@ def track_arguments(
     return (isrc, title, artist, album, priority, force, artwork_url)
 
 
+def tidal_track_arguments(
+    tidal_track_id: str,
+    isrc: str | None,
+    title: str,
+    artist: str,
+    album: str,
+    priority: int | None,
+    force: bool,
+    artwork_url: str | None,
+) -> tuple[Any, ...]:
+    """The parameters of the ``enqueue_track_by_tidal_id`` statement, after
+    :func:`check_flags`; the id must be a ``str`` (SQL checks its digits)."""
+    if not isinstance(tidal_track_id, str):
+        raise TypeError(
+            f"tidal_track_id must be a str of digits, not {type(tidal_track_id).__name__}"
+        )
+    check_flags(priority, force)
+    return (tidal_track_id, title, artist, album, priority, force, artwork_url, isrc)
+
+
 def album_arguments(
     title: str, artist: str, tracks: Sequence[Mapping[str, Any]], artwork_url: str | None
 ) -> tuple[Any, ...]:

@@ -27,13 +27,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from outbox_relay.db.queries import QUERIES
-from outbox_relay.write.arguments import album_arguments, track_arguments
+from outbox_relay.write.arguments import album_arguments, tidal_track_arguments, track_arguments
 
 __all__ = ["enqueue_album", "enqueue_track"]
 
 # The statements of outbox_relay/db/write.sql, which the psycopg helpers send too.
 ENQUEUE_TRACK_SQL: Final = QUERIES["enqueue_track"]
 ENQUEUE_ALBUM_SQL: Final = QUERIES["enqueue_album"]
+ENQUEUE_TRACK_BY_TIDAL_ID_SQL: Final = QUERIES["enqueue_track_by_tidal_id"]
 
 
 class Executor(Protocol):
@@ -45,13 +46,14 @@ class Executor(Protocol):
 async def enqueue_track(
     conn: Executor,
     *,
-    isrc: str | None,
+    isrc: str | None = None,
     title: str,
     artist: str,
     album: str,
     priority: int | None = None,
     force: bool = False,
     artwork_url: str | None = None,
+    tidal_track_id: str | None = None,
 ) -> int:
     """Enqueues one ``track/ingestion.requested`` event in the caller's transaction.
 
@@ -68,7 +70,15 @@ async def enqueue_track(
     or over-long texts, a non-http(s) ``artwork_url`` or a ``priority`` outside -600..600 raise
     ``asyncpg.exceptions.DataError`` (SQLSTATE class 22) whose message names the argument, and
     abort the transaction.
+
+    A track known by its TIDAL catalog id: give ``tidal_track_id`` (digits, as a ``str``) and no
+    ``isrc``; the relay looks the ISRC up in the catalog (``outbox.enqueue_track_by_tidal_id``).
     """
+    if tidal_track_id is not None:
+        args = tidal_track_arguments(
+            tidal_track_id, isrc, title, artist, album, priority, force, artwork_url
+        )
+        return int(await conn.fetchval(ENQUEUE_TRACK_BY_TIDAL_ID_SQL, *args))
     outbox_id = await conn.fetchval(
         ENQUEUE_TRACK_SQL,
         *track_arguments(isrc, title, artist, album, priority, force, artwork_url),
@@ -87,7 +97,8 @@ async def enqueue_album(
     """Enqueues one album in the caller's transaction; the relay fans it out, one event a track.
 
     ``tracks`` is a sequence of ``{"isrc": ..., "title": ..., "artist": ...}`` (``artist`` is
-    optional and defaults to the album's). Returns the outbox row id::
+    optional and defaults to the album's; a track may give ``"tidalTrackId"`` instead of its
+    ``isrc``, and the relay looks the ISRC up in the catalog). Returns the outbox row id::
 
         async with conn.transaction():
             await conn.execute("INSERT INTO my_albums (title) VALUES ($1)", title)

@@ -27,6 +27,7 @@ from outbox_relay.domain.limits import (
     PRIORITY_MAX,
     PRIORITY_MIN,
     TEXT_MAX_LENGTH,
+    TIDAL_TRACK_ID_PATTERN,
     URL_MAX_LENGTH,
 )
 
@@ -55,6 +56,16 @@ OptionalText = Annotated[
 # A missing or malformed ISRC is not an input error: the relay records the track as skipped
 # (missing_isrc / invalid_isrc) where operators see it, and the library write still succeeds.
 Isrc = Annotated[str | None, Field(max_length=ISRC_MAX_LENGTH, pattern=OPTIONAL_TEXT_PATTERN)]
+# A track known by its TIDAL catalog id: the relay looks its ISRC up (migration 010).
+TidalTrackId = Annotated[
+    str | None,
+    Field(
+        pattern=TIDAL_TRACK_ID_PATTERN,
+        max_length=20,
+        description="TIDAL catalog track id (1 to 20 digits); the relay looks the ISRC up when "
+        "none is given.",
+    ),
+]
 ArtworkUrl = Annotated[str | None, Field(max_length=URL_MAX_LENGTH, pattern=URL_PATTERN)]
 
 
@@ -85,6 +96,7 @@ class TrackIn(BaseModel):
     model_config = _INPUT_CONFIG
 
     isrc: Isrc = None
+    tidal_track_id: TidalTrackId = Field(default=None, alias="tidalTrackId")
     title: RequiredText
     artist: RequiredText
     album: RequiredText
@@ -104,6 +116,7 @@ class AlbumTrackIn(BaseModel):
     model_config = _INPUT_CONFIG
 
     isrc: Isrc = None
+    tidal_track_id: TidalTrackId = Field(default=None, alias="tidalTrackId")
     title: RequiredText
     artist: OptionalText = None
 
@@ -121,7 +134,7 @@ class AlbumIn(BaseModel):
 
     def tracks_json(self) -> list[dict[str, Any]]:
         """The tracks as ``outbox.enqueue_album`` takes them; absent keys stay absent."""
-        return [track.model_dump(exclude_none=True) for track in self.tracks]
+        return [track.model_dump(exclude_none=True, by_alias=True) for track in self.tracks]
 
 
 _OUTPUT_CONFIG: Final = ConfigDict(frozen=True, serialize_by_alias=True)

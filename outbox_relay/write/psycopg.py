@@ -25,13 +25,33 @@ from psycopg import AsyncConnection, Connection
 from psycopg.rows import tuple_row
 
 from outbox_relay.db.queries import QUERIES, psycopg_form
-from outbox_relay.write.arguments import album_arguments, track_arguments
+from outbox_relay.write.arguments import album_arguments, tidal_track_arguments, track_arguments
 
 __all__ = ["enqueue_album", "enqueue_album_async", "enqueue_track", "enqueue_track_async"]
 
 # The statements of outbox_relay/db/write.sql, the asyncpg helpers' very text with %s for $n.
 ENQUEUE_TRACK_SQL: Final = psycopg_form(QUERIES["enqueue_track"])
 ENQUEUE_ALBUM_SQL: Final = psycopg_form(QUERIES["enqueue_album"])
+ENQUEUE_TRACK_BY_TIDAL_ID_SQL: Final = psycopg_form(QUERIES["enqueue_track_by_tidal_id"])
+
+
+def _track_statement(
+    isrc: str | None,
+    title: str,
+    artist: str,
+    album: str,
+    priority: int | None,
+    force: bool,
+    artwork_url: str | None,
+    tidal_track_id: str | None,
+) -> tuple[str, tuple[Any, ...]]:
+    if tidal_track_id is not None:
+        return ENQUEUE_TRACK_BY_TIDAL_ID_SQL, tidal_track_arguments(
+            tidal_track_id, isrc, title, artist, album, priority, force, artwork_url
+        )
+    return ENQUEUE_TRACK_SQL, track_arguments(
+        isrc, title, artist, album, priority, force, artwork_url
+    )
 
 
 def _outbox_id(row: tuple[Any, ...] | None) -> int:
@@ -42,13 +62,14 @@ def _outbox_id(row: tuple[Any, ...] | None) -> int:
 def enqueue_track(
     conn: Connection[Any],
     *,
-    isrc: str | None,
+    isrc: str | None = None,
     title: str,
     artist: str,
     album: str,
     priority: int | None = None,
     force: bool = False,
     artwork_url: str | None = None,
+    tidal_track_id: str | None = None,
 ) -> int:
     """Enqueues one ``track/ingestion.requested`` event in the caller's transaction.
 
@@ -59,12 +80,15 @@ def enqueue_track(
             outbox_id = enqueue_track(conn, isrc=isrc, title=title, artist=artist, album=album)
 
     A missing or malformed ``isrc`` is accepted (the relay records the track as skipped); other
-    invalid arguments raise ``psycopg.DataError`` naming the argument.
+    invalid arguments raise ``psycopg.DataError`` naming the argument. A track known by its
+    TIDAL id: ``tidal_track_id`` (digits, a ``str``), and the relay looks its ISRC up.
     """
-    params = track_arguments(isrc, title, artist, album, priority, force, artwork_url)
+    statement, params = _track_statement(
+        isrc, title, artist, album, priority, force, artwork_url, tidal_track_id
+    )
     # A cursor of our own with tuple rows: the connection's row factory may be dict_row.
     with conn.cursor(row_factory=tuple_row) as cursor:
-        return _outbox_id(cursor.execute(ENQUEUE_TRACK_SQL, params).fetchone())
+        return _outbox_id(cursor.execute(statement, params).fetchone())
 
 
 def enqueue_album(
@@ -95,13 +119,14 @@ def enqueue_album(
 async def enqueue_track_async(
     conn: AsyncConnection[Any],
     *,
-    isrc: str | None,
+    isrc: str | None = None,
     title: str,
     artist: str,
     album: str,
     priority: int | None = None,
     force: bool = False,
     artwork_url: str | None = None,
+    tidal_track_id: str | None = None,
 ) -> int:
     """:func:`enqueue_track` for an ``AsyncConnection``::
 
@@ -111,9 +136,11 @@ async def enqueue_track_async(
             conn, isrc=isrc, title=title, artist=artist, album=album
         )
     """
-    params = track_arguments(isrc, title, artist, album, priority, force, artwork_url)
+    statement, params = _track_statement(
+        isrc, title, artist, album, priority, force, artwork_url, tidal_track_id
+    )
     async with conn.cursor(row_factory=tuple_row) as cursor:
-        await cursor.execute(ENQUEUE_TRACK_SQL, params)
+        await cursor.execute(statement, params)
         return _outbox_id(await cursor.fetchone())
 
 

@@ -838,6 +838,7 @@ async def test_openapi_describes_both_endpoints_consistently_with_the_models(
     assert schemas["AlbumIn"] == album
     assert set(schemas["TrackIn"]["properties"]) == {
         "isrc",
+        "tidalTrackId",
         "title",
         "artist",
         "album",
