@@ -7,6 +7,8 @@ drive the real parts, lives here and only here:
   the demo).
 - :mod:`.inngest`: a faithful stand-in of Inngest's Event API, with fault switches, which also
   plays Inngest's executor for SDK apps (sync, runs, retries, flow control).
+- :mod:`.receiver`: a minimal Event API receiver that only counts and acknowledges (B1 measures
+  the relay's own cost against it).
 - :mod:`.fakes`: in-memory implementations of the relay's ports, for the fast tier of tests.
 - :mod:`.relay_process`: the one way to start relay processes from tests and benchmarks.
 - :mod:`.schema`: ``db/schema.sql`` regenerated from the migrations (``scripts/schema``) and
