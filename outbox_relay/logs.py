@@ -70,14 +70,78 @@ class _FastJson:
 _LEVEL_ALIASES = {"warn": "warning", "exception": "error"}
 
 
+class _Batched:
+    """What :func:`log_batch` needs to write lines the way the configured chain would."""
+
+    def __init__(
+        self,
+        min_level: int,
+        redactor: _Redactor,
+        renderer: _FastJson,
+        wrapper_class: Any,
+        stream: Any,
+    ) -> None:
+        self.min_level = min_level
+        self.redactor = redactor
+        self.renderer = renderer
+        self.wrapper_class = wrapper_class
+        self.printer = structlog.PrintLogger(file=stream)
+
+
+# Set by configure_logging in JSON mode; None otherwise (console, or never configured).
+_batched: _Batched | None = None
+
+
+def log_batch(logger: Any, level: str, event: str, records: list[dict[str, Any]]) -> None:
+    """Logs one ``event`` line per record, exactly as ``logger.<level>(event, **record)`` would.
+
+    The relay logs one ``ingestion_scheduled`` line per event. In JSON mode (production) the
+    lines of a batch are rendered here in one pass (the same processors, inlined: context
+    variables, redaction of configured secrets, level, timestamp, JSON) and written with one
+    call; otherwise (a console, ``structlog.testing.capture_logs``, another configuration) each
+    record goes through ``logger`` as usual. The records are consumed (the dicts are changed).
+    """
+    fast = _batched
+    if not records:
+        return
+    config = structlog.get_config()
+    processors = config["processors"]
+    if (
+        fast is None
+        or not processors
+        or processors[-1] is not fast.renderer
+        or config["wrapper_class"] is not fast.wrapper_class
+    ):
+        method = getattr(logger, level)
+        for record in records:
+            method(event, **record)
+        return
+    if _LEVELS[_LEVEL_ALIASES.get(level, level)] < fast.min_level:
+        return
+    context = structlog.contextvars.get_contextvars()
+    redact = fast.redactor if fast.redactor.active else None
+    render = fast.renderer
+    lines = []
+    for record in records:
+        record["event"] = event
+        for key, value in context.items():
+            record.setdefault(key, value)
+        if redact is not None:
+            redact(None, level, record)
+        lines.append(render(None, level, record))
+    fast.printer.msg("\n".join(lines))
+
+
 def configure_logging(
     level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (), stream: Any = None
 ) -> None:
     """Configures structlog for the process; safe to call more than once."""
     stream = stream or sys.stdout
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    global _batched  # one logging configuration per process, as structlog's
     redactor = _Redactor(secrets)
     processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    _batched = None
     if use_console:
         processors += [
             structlog.processors.add_log_level,
@@ -90,12 +154,16 @@ def configure_logging(
         processors += [structlog.processors.format_exc_info]
         if redactor.active:
             processors.append(redactor)
-        processors.append(_FastJson())
+        renderer = _FastJson()
+        processors.append(renderer)
+    wrapper_class = structlog.make_filtering_bound_logger(_LEVELS[level])
     structlog.configure(
         processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        wrapper_class=wrapper_class,
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
+    if not use_console:
+        _batched = _Batched(_LEVELS[level], redactor, renderer, wrapper_class, stream)
     # Libraries that use the standard logging module (aiohttp, asyncpg) go to stderr.
     logging.basicConfig(level=max(_LEVELS[level], logging.WARNING), stream=sys.stderr)

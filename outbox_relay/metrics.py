@@ -6,6 +6,7 @@ the ``relay`` command uses the process-wide default registry.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
@@ -108,6 +109,26 @@ def _at_zero(metric: _M, labels: Labels) -> _M:
         for combination in itertools.product(*labels.values()):
             metric.labels(*combination)
     return metric
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """``histogram.observe(v)`` for every value, in one pass: each bucket and the sum are
+    incremented once (the relay observes a latency per event; per call that cost 2-4 µs).
+
+    Only for a histogram without labels. Uses the client's bucket fields (``_upper_bounds``,
+    ``_buckets``, ``_sum``): tests/unit/test_metrics_observe_many.py checks it against
+    ``observe`` for the pinned prometheus_client.
+    """
+    if not values:
+        return
+    bounds = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    for value in values:
+        counts[bisect.bisect_left(bounds, value)] += 1
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+    histogram._sum.inc(sum(values))
 
 
 class RelayMetrics:

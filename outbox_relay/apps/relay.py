@@ -6,6 +6,7 @@ Tests and the demo use :class:`RelayService` in-process; the CLI runs it with si
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 import structlog
@@ -185,6 +186,10 @@ class RelayService:
             )
             self._startup_problem = None
             if ready:
+                # Everything imported and built so far (pydantic and Qdrant's models, hundreds
+                # of thousands of objects) lives as long as the process: moved out of the
+                # collector's reach, a full collection no longer walks it every few batches.
+                gc.freeze()
                 await self.relay.run()
         finally:
             if handle_signals:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from typing import Final, Literal
 
 _VALID: Final = re.compile(r"[A-Z0-9]{12}")
 _POINT_ID_NAMESPACE: Final = b"6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+_NAMESPACE_HASH: Final = hashlib.sha256(_POINT_ID_NAMESPACE)  # copied, never updated
 
 SkipReason = Literal["missing_isrc", "invalid_isrc", "already_indexed", "no_tracks"]
 
@@ -43,4 +43,9 @@ def point_id(isrc: str) -> str:
     >>> point_id("USRC11700001")
     '2396f4b7-b9f9-7d99-64b4-d30f8c8f32f8'
     """
-    return str(uuid.UUID(hashlib.sha256(_POINT_ID_NAMESPACE + isrc.encode()).hexdigest()[:32]))
+    digest = _NAMESPACE_HASH.copy()
+    digest.update(isrc.encode())
+    h = digest.hexdigest()
+    # str(uuid.UUID(h[:32])), without building the UUID (a third of the cost; checked in
+    # tests/unit against the uuid module).
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"

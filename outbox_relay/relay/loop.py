@@ -32,7 +32,8 @@ from outbox_relay.db.connection import CONNECTION_ERRORS
 from outbox_relay.domain.events import TrackEvent, encode_event
 from outbox_relay.domain.isrc import normalise_isrc, point_id
 from outbox_relay.errors import EventApiUnavailable, IndexCheckError
-from outbox_relay.metrics import RelayMetrics
+from outbox_relay.logs import log_batch
+from outbox_relay.metrics import RelayMetrics, observe_many
 from outbox_relay.ports import (
     Catalog,
     CatalogCache,
@@ -571,24 +572,38 @@ class Relay:
         """Turns the publisher's answer into row outcomes (recorded later), metrics and log
         events."""
         now = time.time()
+        # The hot path: one line and one latency per event, each written for the whole batch
+        # at once (log_batch renders the lines as the logger would; observe_many fills the
+        # histogram's buckets as observe() would), not one call per event.
+        latencies: list[float] = []
+        lines: list[dict[str, object]] = []
+        rows = batch.rows
+        published = batch.outcomes.published
+        has_albums = bool(batch.albums)
         for event, inngest_id in result.accepted:
-            row = batch.rows[event.row_id]
-            batch.outcomes.published(event.row_id, event.event_id, inngest_id)
-            latency = max(0.0, now - row["created_at"].timestamp())
-            self._metrics.commit_to_accepted.observe(latency)
-            album = batch.album_of(row)
-            if album is not None:
-                album.scheduled += 1
-            log.info(
-                "ingestion_scheduled",
-                isrc=event.isrc,
-                trackTitle=row["title"],
-                result="success",
-                event_id=event.event_id,
-                inngest_id=inngest_id,
-                outbox_id=event.row_id,
-                duration_ms=round(latency * 1000, 3),
+            row = rows[event.row_id]
+            published(event.row_id, event.event_id, inngest_id)
+            latency = now - row["created_at"].timestamp()
+            if latency < 0.0:
+                latency = 0.0
+            latencies.append(latency)
+            if has_albums:
+                album = batch.album_of(row)
+                if album is not None:
+                    album.scheduled += 1
+            lines.append(
+                {
+                    "isrc": event.isrc,
+                    "trackTitle": row["title"],
+                    "result": "success",
+                    "event_id": event.event_id,
+                    "inngest_id": inngest_id,
+                    "outbox_id": event.row_id,
+                    "duration_ms": round(latency * 1000, 3),
+                }
             )
+        observe_many(self._metrics.commit_to_accepted, latencies)
+        log_batch(log, "info", "ingestion_scheduled", lines)
         self._metrics.events_published.inc(len(result.accepted))
 
         for event, error in result.rejected:
