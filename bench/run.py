@@ -470,7 +470,9 @@ async def drain_once(
 Figures = dict[str, float]
 
 
-async def b1_drain(bench: Bench, p: Profile, repeat: int) -> Figures:
+async def b1_drain(
+    bench: Bench, p: Profile, repeat: int, only: tuple[str, ...] = ("minimal", "standin")
+) -> Figures:
     """The relay against the raw limit, twice: with the minimal receiver (counts and
     acknowledges: what the relay itself costs shows) and with the stand-in (``standin_``).
 
@@ -480,8 +482,12 @@ async def b1_drain(bench: Bench, p: Profile, repeat: int) -> Figures:
     a loaded machine moves much less than wall time.
     """
     receivers = {
-        "": (bench.receiver.base_url, bench.receiver_control),
-        "standin_": (bench.standin.base_url, bench.control),
+        prefix: target
+        for name, prefix, target in (
+            ("minimal", "", (bench.receiver.base_url, bench.receiver_control)),
+            ("standin", "standin_", (bench.standin.base_url, bench.control)),
+        )
+        if name in only
     }
     runs: dict[str, list[tuple[float, float]]] = {
         f"{r}{w}": [] for r in receivers for w in ("relay", "limit")
@@ -798,6 +804,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.rows:
         profile = Profile(**{**asdict(profile), "drain_rows": args.rows})
     repeat = args.repeat
+    b1_receivers = tuple(r.strip() for r in args.b1_receivers.split(","))
     only = [s.strip().upper() for s in args.only.split(",")] if args.only else list(SCENARIOS)
     tmp = Path(tempfile.mkdtemp(prefix="outbox-bench-"))
     results: dict[str, Any] = {}
@@ -824,7 +831,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 template,
             )
             steps: dict[str, Callable[[], Awaitable[Figures]]] = {
-                "B1": lambda: b1_drain(bench, profile, repeat),
+                "B1": lambda: b1_drain(bench, profile, repeat, b1_receivers),
                 "B2": lambda: b2_latency(bench, profile, repeat),
                 "B3": lambda: b3_write_overhead(bench, profile, repeat),
                 "B4": lambda: b4_album(bench, profile, repeat),
@@ -896,6 +903,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--only", help="comma-separated scenarios, e.g. B1,B3")
     parser.add_argument("--rows", type=int, help="override B1/B7 row count")
+    parser.add_argument(
+        "--b1-receivers",
+        default="minimal,standin",
+        help="B1's Event APIs: minimal (counts and acknowledges), standin (faithful)",
+    )
     args = parser.parse_args(argv)
     if args.repeat is None:
         args.repeat = 1 if args.smoke else 3
