@@ -1,8 +1,15 @@
 """``outbox-relay demo``: the whole system on this machine, for a first look.
 
-It starts a throwaway PostgreSQL from the system's binaries, embedded Qdrant, the Event API
-stand-in, the write API and the relay; adds a sample library through the HTTP API; and prints
-what happened.
+It starts a throwaway PostgreSQL from the system's binaries, the Event API stand-in (which also
+plays Inngest's executor), the ingestion worker with the relay beside it, and the write API; adds
+a sample library through the HTTP API, waits until the worker has indexed it, adds one track
+again to show it skipped as ``already_indexed``, and prints each track's path.
+
+The worker and the relay run in the demo's own process as ``outbox-relay worker --with-relay``
+runs them (:class:`outbox_relay.apps.worker.WorkerService`): embedded Qdrant locks its folder to
+one process, so the relay's existence check and the worker's point writer share one embedded
+client. With ``--event-api-url`` the worker is synced with that server instead (``PUT`` on its
+serve URL, as Inngest's "sync" does), which then runs the functions.
 
 The demo never touches a user's data. ``DATABASE_URL`` and ``INNGEST_EVENT_API_BASE_URL`` are
 left alone even when exported (anyone who runs the relay has them set, and a relay pointed at
@@ -47,10 +54,11 @@ from outbox_relay.cli.progress import Progress
 from outbox_relay.config import Settings
 from outbox_relay.db.migrate import migrate
 from outbox_relay.db.queries import QUERIES
-from outbox_relay.domain.isrc import point_id
 from outbox_relay.errors import ConfigurationError
 from outbox_relay.http.server import start_site
+from outbox_relay.http.worker import SERVE_PATH
 from outbox_relay.logs import configure_logging
+from outbox_relay.worker.functions import APP_ID
 
 log = structlog.get_logger("outbox_relay.demo")
 
@@ -58,18 +66,21 @@ WORKDIR_PREFIX: Final = "outbox-relay-demo-"
 _OWNER_FILE: Final = "owner"
 # Every demo database starts with this, so an operator can tell one (and a leftover) at a glance.
 DEMO_DATABASE_PREFIX = "outbox_relay_demo_"
-ALREADY_INDEXED = "GBAYE0601498"
+# The ingestion function's id, as the executor (the stand-in, or Inngest) knows it.
+TRACK_FUNCTION: Final = f"{APP_ID}-track-ingestion"
+ALREADY_INDEXED_TRACK: dict[str, Any] = {
+    "isrc": "GBAYE0601498",
+    "title": "Paranoid Android",
+    "artist": "Radiohead",
+    "album": "OK Computer",
+}
 SAMPLE_TRACKS: list[dict[str, Any]] = [
     {"isrc": "usrc17607839", "title": "Lose Yourself", "artist": "Eminem", "album": "8 Mile"},
     # the same track added again: same event id, so Inngest runs the ingestion once
     {"isrc": "USRC17607839", "title": "Lose Yourself", "artist": "Eminem", "album": "8 Mile"},
     {"isrc": "NOT-AN-ISRC", "title": "Bootleg", "artist": "Unknown", "album": "Tape"},
-    {
-        "isrc": ALREADY_INDEXED,
-        "title": "Paranoid Android",
-        "artist": "Radiohead",
-        "album": "OK Computer",
-    },
+    # indexed by its run, then added again after the others: skipped as already_indexed
+    ALREADY_INDEXED_TRACK,
 ]
 SAMPLE_ALBUM: dict[str, Any] = {
     "title": "Rumours",
@@ -106,6 +117,9 @@ class _Env:
     standin: Any
     api_url: str
     relay_url: str
+    worker_url: str
+    qdrant: Any
+    collection: str
     admin_token: str
     event_api: str
 
@@ -243,7 +257,7 @@ async def _stack(
     admin_token: str,
 ) -> AsyncIterator[_Env]:
     """Starts every part, embedded unless a flag names a server; stops them in reverse."""
-    from outbox_relay.apps.relay import RelayService
+    from outbox_relay.apps.worker import WorkerService
     from outbox_relay.http.write_api import create_app
     from outbox_relay.testing.inngest import EventApiStandIn
     from outbox_relay.testing.postgres import LocalPostgres
@@ -296,49 +310,75 @@ async def _stack(
             )
 
         qdrant_path = workdir / "qdrant"
-        with progress.step("indexing one track in embedded Qdrant"):
-            await _seed_qdrant(qdrant_path, settings.qdrant_collection)
-        say(
-            f"Qdrant       embedded local mode in {qdrant_path}, "
-            f"with {ALREADY_INDEXED} already indexed"
-        )
-
-        relay_settings = settings.model_copy(
+        demo_settings = settings.model_copy(
             update={
                 "database_url": SecretStr(dsn),
                 "inngest_event_api_base_url": origin,
+                # The worker's SDK syncs with the same server: the stand-in, or the dev server.
+                "inngest_api_base_url": origin,
                 "inngest_event_key": event_key,
-                "inngest_dev": "1" if event_key is None else settings.inngest_dev,
+                # Dev mode: the SDK takes unsigned requests from a local executor (the stand-in
+                # or `inngest-cli dev`); an event key of the user's, with the flag, is still sent.
+                "inngest_dev": "1",
                 "qdrant_url": None,
                 "qdrant_path": str(qdrant_path),
                 "http_host": "127.0.0.1",
                 "http_port": 0,
+                "worker_host": "127.0.0.1",
+                "worker_port": 0,
+                "embedding_url": None,
                 "poll_interval": 0.5,
                 "admin_token": SecretStr(admin_token),
             }
         )
-        with progress.step("starting the relay and the write API"):
-            relay = RelayService(relay_settings, registry=CollectorRegistry())
-            relay_task = asyncio.create_task(relay.run(), name="relay")
+        with progress.step("starting the worker, the relay beside it, and the write API"):
+            # The arrangement of `outbox-relay worker --with-relay`, in the demo's own process:
+            # embedded Qdrant locks its folder to one process, so the relay's existence check
+            # and the worker's point writer share one embedded client.
+            service = WorkerService(demo_settings, registry=CollectorRegistry(), with_relay=True)
+            service_task = asyncio.create_task(service.run(), name="worker-and-relay")
 
-            async def stop_relay() -> None:
-                relay.stop()
-                await relay_task
+            async def stop_service() -> None:
+                service.stop()
+                await service_task
 
-            stack.push_async_callback(stop_relay)
+            stack.push_async_callback(stop_service)
             runner, api_port = await start_site(create_app(dsn), "127.0.0.1", 0)
             stack.push_async_callback(runner.cleanup)
-            relay_port = await _relay_port(relay, relay_task)
+            await _started(service, service_task)
+            assert service.relay is not None
+            relay_port = await _relay_port(service.relay, service_task)
+        with progress.step(f"syncing the worker's functions from {service.serve_url}"):
+            if standin is not None:
+                await standin.sync(service.serve_url, wait_for_app_s=10)
+            else:
+                await _sync(service.serve_url)
         say(
-            f"Write API    http://127.0.0.1:{api_port}   Relay    http://127.0.0.1:{relay_port} "
-            f"(replica {settings.replica_id})"
+            f"Worker       {service.serve_url} (the Inngest functions, official SDK, FastAPI "
+            f"adapter; embedder {service.embedder.name})"
         )
+        say(
+            f"Relay        http://127.0.0.1:{relay_port} (replica {settings.replica_id}), "
+            "in the worker's process"
+        )
+        say(
+            f"Qdrant       embedded local mode in {qdrant_path}: ONE client shared by the "
+            "worker (writes points)"
+        )
+        say(
+            "             and the relay (checks them), as `outbox-relay worker --with-relay` "
+            "runs them"
+        )
+        say(f"Write API    http://127.0.0.1:{api_port}")
         yield _Env(
             dsn=dsn,
             password=urllib.parse.urlsplit(dsn).password is not None,
             standin=standin,
             api_url=f"http://127.0.0.1:{api_port}",
             relay_url=f"http://127.0.0.1:{relay_port}",
+            worker_url=service.serve_url,
+            qdrant=service.qdrant,
+            collection=settings.qdrant_collection,
             admin_token=admin_token,
             event_api=origin,
         )
@@ -357,9 +397,43 @@ async def _relay_port(relay: Any, task: asyncio.Task[None], timeout: float = 30.
     return int(relay.http_port)
 
 
+async def _started(service: Any, task: asyncio.Task[None], timeout: float = 30.0) -> None:
+    """Returns once the worker listens (or raises the service's own error if it failed)."""
+    waiter = asyncio.create_task(service.started.wait())
+    try:
+        done, _ = await asyncio.wait({waiter, task}, timeout=timeout, return_when="FIRST_COMPLETED")
+    finally:
+        waiter.cancel()
+    if task in done:
+        task.result()
+        raise ConfigurationError("the demo's worker stopped before it listened")
+    if waiter not in done:
+        raise ConfigurationError(f"the demo's worker did not listen within {timeout:.0f} s")
+
+
+async def _sync(serve_url: str, timeout: float = 30.0) -> None:
+    """Syncs the worker with the Inngest server of ``--event-api-url``, as its UI's "sync" does:
+    ``PUT <serve url>`` makes the SDK register its functions at that server."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.put(serve_url, headers={"x-inngest-server-kind": "dev"}) as response,
+        ):
+            body = await response.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ConfigurationError(
+            f"cannot sync the worker at {serve_url}: {_one_line(exc)}"
+        ) from exc
+    if response.status != 200:
+        raise ConfigurationError(
+            f"syncing the worker at {serve_url} answered {response.status}: {body[:200]}"
+        )
+
+
 def _print_serve_banner(env: _Env, log_path: Path) -> None:
     """Everything the demo runs, and how to reach it, while it serves."""
     api, relay = env.api_url, env.relay_url
+    worker = env.worker_url.removesuffix(SERVE_PATH)
     safe_dsn = _redact(env.dsn)
     lines = [
         "",
@@ -372,12 +446,16 @@ def _print_serve_banner(env: _Env, log_path: Path) -> None:
         f"  relay metrics    {relay}/metrics",
         f"  relay admin      {relay}/admin/status, POST /admin/requeue (with the token)",
         f"  admin token      {env.admin_token}",
+        f"  worker           {env.worker_url}   (the Inngest serve endpoint)",
+        f"  worker health    {worker}/healthz, /readyz",
+        f"  worker metrics   {worker}/metrics   (outbox_relay_worker_*, beside the relay's)",
     ]
     if env.standin is not None:
         control = f"{env.event_api}/_standin"
         lines += [
             f"  Event API        {env.event_api}/e/<any key>   (the local stand-in)",
             f"  stand-in events  {control}/events, /_standin/state",
+            f"  stand-in runs    {control}/runs, /_standin/functions   (Inngest's executor)",
             f"  fault switches   {control}/faults   POST one to switch it on, DELETE to clear",
         ]
     else:
@@ -394,6 +472,8 @@ def _print_serve_banner(env: _Env, log_path: Path) -> None:
         """    -d '{"isrc": "GBAYE9200070", "title": "Creep", "artist": "Radiohead", """
         """"album": "Pablo Honey"}'""",
         f"  curl {relay}/admin/status -H 'authorization: Bearer {env.admin_token}'",
+        """  psql "$DATABASE_URL" -c 'SELECT isrc, outbox_status, run_id, ingestion_status """
+        """FROM library.track_path'""",
     ]
     if env.standin is not None:
         lines += [
@@ -496,40 +576,12 @@ async def _refuse_rows_it_did_not_write(dsn: str) -> None:
         )
 
 
-async def _seed_qdrant(path: Path, collection: str) -> None:
-    """Indexes one track, as the ingestion worker would have, so the relay can skip it."""
-    from qdrant_client import AsyncQdrantClient, models
-
-    client = AsyncQdrantClient(path=str(path))
-    try:
-        await client.create_collection(
-            collection, vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE)
-        )
-        await client.upsert(
-            collection,
-            points=[
-                models.PointStruct(
-                    id=point_id(ALREADY_INDEXED),
-                    vector=[0.1, 0.2, 0.3, 0.4],
-                    payload={"isrc": ALREADY_INDEXED},
-                )
-            ],
-        )
-    finally:
-        await client.close()
-
-
 async def _walkthrough(env: _Env) -> None:
     say("\n1. Adding to the library through the write API (each write also enqueues):")
     started = time.monotonic()
     async with aiohttp.ClientSession(env.api_url) as http:
         for track in SAMPLE_TRACKS:
-            async with http.post("/v1/library/tracks", json=track) as response:
-                body = await response.json()
-                say(
-                    f"   POST /v1/library/tracks {track['isrc']!r:16} {track['title']!r:22} "
-                    f"-> {response.status} {body}"
-                )
+            await _add_track(http, track)
         async with http.post("/v1/library/albums", json=SAMPLE_ALBUM) as response:
             body = await response.json()
             say(
@@ -537,49 +589,130 @@ async def _walkthrough(env: _Env) -> None:
                 f"({len(SAMPLE_ALBUM['tracks'])} tracks) -> {response.status} {body}"
             )
 
-    conn: asyncpg.Connection = await asyncpg.connect(env.dsn)
-    try:
-        with progress.step("waiting for the relay to drain the outbox"):
-            await _wait_until_drained(conn, timeout=30.0)
-        elapsed = time.monotonic() - started
-        say(f"\n2. The relay drained the outbox in {elapsed * 1000:.0f} ms.")
-        standin = env.standin
-        if standin is not None:
-            _print_events(standin)
-        rows = await conn.fetch(QUERIES["demo_skipped_tracks"])
+        conn: asyncpg.Connection = await asyncpg.connect(env.dsn)
+        try:
+            with progress.step("waiting for the relay to drain the outbox"):
+                await _wait_until(conn, "demo_pending_count", "rows still pending", 30.0)
+            drained = time.monotonic() - started
+            with progress.step("waiting for the worker to index the published tracks"):
+                await _wait_until(conn, "demo_waiting_for_ingestion", "tracks not indexed", 60.0)
+            indexed = time.monotonic() - started
+            say(
+                f"\n2. The relay drained the outbox in {drained * 1000:.0f} ms; every published "
+                f"track was indexed {indexed * 1000:.0f} ms after the first write."
+            )
+            if env.standin is not None:
+                _print_events_and_runs(env.standin)
+
+            say(
+                f"\n4. {ALREADY_INDEXED_TRACK['title']!r} added again: the relay finds the "
+                "worker's point in Qdrant and skips it (no event, no run):"
+            )
+            again = await _add_track(http, ALREADY_INDEXED_TRACK)
+            with progress.step("waiting for the relay to take the new row"):
+                await _wait_until(conn, "demo_pending_count", "rows still pending", 30.0)
+            row = await conn.fetchrow(QUERIES["demo_outbox_row"], again)
+            say(f"   outbox #{row['id']}: {row['status']}, {row['skip_reason']}")
+
+            await _print_paths(conn, env)
+            rows = await conn.fetch(QUERIES["demo_skipped_tracks"])
+            say(
+                "\n6. Skipped, with reasons "
+                "(SELECT ... FROM outbox.messages WHERE status = 'skipped'):"
+            )
+            for row in rows:
+                say(f"   #{row['id']:<3} {row['isrc']:14} {row['title']!r:40} {row['skip_reason']}")
+            say("\n7. SELECT * FROM outbox.summary;")
+            say(f"   {'status':<12}{'count':>6}  oldest_age")
+            for row in await conn.fetch(QUERIES["demo_summary"]):
+                age = "" if row["oldest_age"] is None else str(row["oldest_age"])
+                say(f"   {row['status']:<12}{row['count']:>6}  {age}")
+        finally:
+            await conn.close()
+
+
+async def _add_track(http: aiohttp.ClientSession, track: dict[str, Any]) -> int:
+    """``POST /v1/library/tracks``, said as it goes; the new outbox row's id."""
+    async with http.post("/v1/library/tracks", json=track) as response:
+        body = await response.json()
         say(
-            "\n4. Skipped, with reasons (SELECT ... FROM outbox.messages WHERE status = 'skipped'):"
+            f"   POST /v1/library/tracks {track['isrc']!r:16} {track['title']!r:22} "
+            f"-> {response.status} {body}"
         )
-        for row in rows:
-            say(f"   #{row['id']:<3} {row['isrc']:14} {row['title']!r:40} {row['skip_reason']}")
-        say("\n5. SELECT * FROM outbox.summary;")
-        say(f"   {'status':<12}{'count':>6}  oldest_age")
-        for row in await conn.fetch(QUERIES["demo_summary"]):
-            age = "" if row["oldest_age"] is None else str(row["oldest_age"])
-            say(f"   {row['status']:<12}{row['count']:>6}  {age}")
-    finally:
-        await conn.close()
+    if response.status != 201:
+        raise ConfigurationError(f"the write API refused a demo track: {response.status} {body}")
+    return int(body["outboxId"])
 
 
-def _print_events(standin: Any) -> None:
-    events = standin.events
+def _print_events_and_runs(standin: Any) -> None:
+    requested = [e for e in standin.events if e.name == "track/ingestion.requested"]
+    runs = [r for r in standin.executor.runs if r.function_id == TRACK_FUNCTION]
+    completed = [e for e in standin.events if e.name == "track/ingestion.completed"]
     say(
-        f"\n3. The Event API stand-in received {len(events)} events "
-        f"and would start {standin.run_count()} ingestion runs (one per event id):"
+        f"\n3. The Event API stand-in received {len(requested)} events from the relay and, as "
+        f"Inngest's executor, ran {len(runs)} ingestion runs (one per event id):"
     )
-    for event in events:
-        say(f"   {event.id:34} inngest id {event.ulid}  {event.data.get('title')!r}")
+    for event in requested:
+        first = not any(e.id == event.id for e in requested[: requested.index(event)])
+        ran = standin.executor.runs_for_event(event.id) if first else []
+        outcome = (
+            ", ".join(f"run {r.run_id} {r.status}" for r in ran)
+            if first
+            else "same event id: no second run"
+        )
+        say(f"   {event.id:30} {event.data.get('title')!r:26} {outcome}")
+    say(f"   ...and {len(completed)} track/ingestion.completed events, sent by the worker's runs.")
 
 
-async def _wait_until_drained(conn: asyncpg.Connection, *, timeout: float) -> None:
+async def _print_paths(conn: asyncpg.Connection, env: _Env) -> None:
+    """Each track's path from ``library.track_path``, its point looked up in Qdrant."""
+    paths = await conn.fetch(QUERIES["demo_track_path"])
+    ids = sorted({str(p["point_id"]) for p in paths if p["point_id"] is not None})
+    found = {
+        str(point.id)
+        for point in await env.qdrant.retrieve(
+            env.collection, ids=ids, with_payload=False, with_vectors=False
+        )
+    }
+    say(
+        "\n5. Where each track is (SELECT * FROM library.track_path; the point looked up in "
+        "Qdrant):"
+    )
+    header = (
+        f"   {'outbox':<7}{'ISRC':<14}{'title':<24}{'outbox status':<26}"
+        f"{'event id':<30}{'run':<28}{'Qdrant point':<14}status"
+    )
+    say(header)
+    say("   " + "-" * (len(header) - 3))
+    for p in paths:
+        outbox = "-" if p["outbox_id"] is None else f"#{p['outbox_id']}"
+        status = p["outbox_status"] or "-"
+        if p["skip_reason"]:
+            status = f"{status}: {p['skip_reason']}"
+        # The run this row's event started (a skipped row started none).
+        run = p["run_id"] if p["event_id"] is not None and p["run_id"] else "-"
+        point = "" if p["point_id"] is None else str(p["point_id"])
+        shown_point = f"{point[:8]}…" if point in found else "-"
+        say(
+            f"   {outbox:<7}{p['isrc'] or '-':<14}{_cut(p['title'], 22):<24}{status:<26}"
+            f"{p['event_id'] or '-':<30}{run:<28}{shown_point:<14}"
+            f"{p['ingestion_status'] or '-'}"
+        )
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+async def _wait_until(conn: asyncpg.Connection, query: str, what: str, timeout: float) -> None:
+    """Polls a count query until it is 0, with a deadline."""
     deadline = time.monotonic() + timeout
     while True:
-        pending = await conn.fetchval(QUERIES["demo_pending_count"])
-        if pending == 0:
+        left = await conn.fetchval(QUERIES[query])
+        if left == 0:
             return
         if time.monotonic() > deadline:
             raise ConfigurationError(
-                f"{pending} demo rows still pending after {timeout:.0f} s: the relay is not "
-                "publishing (see the demo's log)"
+                f"{left} demo {what} after {timeout:.0f} s (see the demo's log)"
             )
         await asyncio.sleep(0.05)

@@ -13,6 +13,22 @@ SELECT status, count, oldest_age FROM outbox.summary;
 -- name: demo_pending_count
 SELECT count(*) FROM outbox.messages WHERE status = 'pending';
 
+-- name: demo_waiting_for_ingestion
+-- Published tracks whose ingestion has not ended yet (no run recorded, or one under way).
+SELECT count(*)
+FROM library.track_path
+WHERE outbox_status = 'published' AND coalesce(ingestion_status, 'indexing') = 'indexing';
+
+-- name: demo_outbox_row
+SELECT id, status, skip_reason, event_id FROM outbox.messages WHERE id = $1;
+
+-- name: demo_track_path
+-- "Where is each track?": every library track's path, in the order the outbox took them.
+SELECT outbox_id, isrc, title, outbox_status, skip_reason, event_id, run_id, point_id,
+       ingestion_status, attempts
+FROM library.track_path
+ORDER BY outbox_id NULLS LAST, added_as DESC, library_id;
+
 -- name: demo_outbox_rows
 -- Rows the demo did not write: it asks right after creating and migrating its own database.
 SELECT count(*) FROM outbox.messages;

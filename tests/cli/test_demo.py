@@ -99,7 +99,7 @@ def test_an_exported_database_url_is_left_alone(database_url: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "DATABASE_URL is set and left alone" in result.stdout
     assert "a throwaway local server on 127.0.0.1:" in result.stdout
-    assert "received 6 events" in result.stdout
+    assert "received 7 events from the relay" in result.stdout
     # The pending row is still pending, untouched to the last column; no demo rows beside it.
     assert snapshot(database_url) == before
 
@@ -123,7 +123,7 @@ def test_database_url_flag_works_in_a_database_of_its_own(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "YOUR server" in result.stdout and "(--database-url)" in result.stdout
     assert "database outbox_relay_demo_" in result.stdout
-    assert "received 6 events" in result.stdout
+    assert "received 7 events from the relay" in result.stdout
     assert snapshot(database_url) == before
     # Its own database is gone again.
     assert demo_databases(pg_server.admin_dsn) == []
@@ -281,7 +281,8 @@ def test_serve_lists_what_it_runs_and_a_signal_removes_every_folder(
     assert b"outbox_relay_" in http(f"{relay}/metrics")[1]
     assert http(f"{relay}/admin/status")[0] == 401
     assert http(f"{relay}/admin/status", authorization=f"Bearer {token}")[0] == 200
-    assert json.loads(http(events)[1])["event_count"] == 6
+    # 7 from the relay, 6 track/ingestion.completed from the worker's runs
+    assert json.loads(http(events)[1])["event_count"] == 13
     fault = json.dumps({"kind": "status_5xx", "status": 503, "times": 1}).encode()
     assert http(faults, method="POST", body=fault)[0] == 200
     assert http(faults, method="DELETE")[0] == 200
@@ -297,7 +298,7 @@ def test_serve_lists_what_it_runs_and_a_signal_removes_every_folder(
     )
     assert status_run.returncode == 0, status_run.stderr
     counts = {row["status"]: row["count"] for row in json.loads(status_run.stdout)["statuses"]}
-    assert counts["published"] == 6
+    assert counts["published"] == 7
 
     assert demo_process.stop(sig) == 0, demo_process.err
     assert list(demo_process.tmp.iterdir()) == []
@@ -309,12 +310,71 @@ def test_serve_lists_what_it_runs_and_a_signal_removes_every_folder(
         for line in (demo_process.state / "outbox-relay" / "demo.log").read_text().splitlines()
     ]
     by_event = {entry["event"]: entry for entry in logged}
-    assert {"demo_database_created", "demo_database_dropped", "relay_http_listening"} <= set(
-        by_event
-    )
+    assert {
+        "demo_database_created",
+        "demo_database_dropped",
+        "relay_http_listening",
+        "worker_listening",
+    } <= set(by_event)
+    assert by_event["worker_listening"]["with_relay"] is True
     assert by_event["demo_stopped"]["signal"] == sig.name
     assert by_event["demo_stopped"]["workdir_removed"] is True
     assert token not in (demo_process.state / "outbox-relay" / "demo.log").read_text()
+
+
+def test_the_demo_closes_the_loop(serving: Callable[..., ServingDemo]) -> None:
+    """Added → published → run by the worker → point in Qdrant → ``indexed`` in SQL; the track
+    added again is skipped as ``already_indexed`` because the relay found the worker's point."""
+    demo_process = serving()
+    out = demo_process.wait_for_output("_standin/faults \\")
+    database_url = re.search(r"export DATABASE_URL=(\S+)", out)
+    assert database_url, out
+    dsn = database_url.group(1)
+    assert "ONE client shared by the worker" in out
+    assert "outbox #11: skipped, already_indexed" in out
+
+    paths = query(
+        dsn,
+        "SELECT outbox_id, isrc, outbox_status, skip_reason, event_id, run_id, "
+        "ingestion_status FROM library.track_path WHERE isrc ~ '^[A-Z0-9]{12}$' "
+        "ORDER BY outbox_id",
+    )
+    published = [p for p in paths if p[2] == "published"]
+    assert {p[1] for p in published} == {
+        "USRC17607839",
+        "GBAYE0601498",
+        "USWB10002390",
+        "USWB10002391",
+        "USWB10002392",
+        "USWB10002394",
+    }
+    assert all(p[6] == "indexed" for p in paths), paths
+    # The same track added again: skipped at the relay, no event; its first run indexed it.
+    [again] = [p for p in paths if p[2] == "skipped"]
+    assert again[1:5] == ("GBAYE0601498", "skipped", "already_indexed", None)
+
+    # Every indexed track's run is a completed run of the stand-in, started by its event.
+    control = banner_value(out, "stand-in runs").rstrip(",").removesuffix("/runs")
+    status, body = http(f"{control}/runs?function_id=outbox-relay-worker-track-ingestion")
+    assert status == 200
+    runs = {run["run_id"]: run for run in json.loads(body)["runs"]}
+    assert len(runs) == 6
+    for outbox_id, isrc, _, _, event_id, run_id, _ in published:
+        assert runs[run_id]["status"] == "completed", (outbox_id, runs[run_id])
+        assert runs[run_id]["event"]["id"] == event_id == f"track-ingestion-{isrc}"
+        assert run_id in out  # the path table shows it
+    worker_metrics = banner_value(out, "worker metrics")
+    metrics = http(worker_metrics)[1].decode().splitlines()
+    completed = [
+        line
+        for line in metrics
+        if line.startswith("outbox_relay_worker_runs_completed_total{")
+        and 'track-ingestion"' in line
+    ]
+    assert completed and completed[0].endswith(" 6.0"), completed
+
+    assert demo_process.stop(signal.SIGTERM) == 0, demo_process.err
+    assert list(demo_process.tmp.iterdir()) == []
 
 
 def test_a_signal_while_it_starts_removes_every_folder_and_a_killed_runs_too(
@@ -380,4 +440,6 @@ def test_the_event_api_comes_from_the_flag_never_from_the_environment(
     )
     assert flagged.returncode == 0, flagged.stdout + flagged.stderr
     assert f"Event API    {outside_event_api} (--event-api-url)" in flagged.stdout
-    assert events_received() == 6
+    # Synced with that server, which ran the worker's functions: 7 events from the relay and the
+    # 6 runs' track/ingestion.completed, all sent with the user's key.
+    assert events_received() == 13
