@@ -56,9 +56,7 @@ from outbox_relay.db.migrate import migrate
 from outbox_relay.db.queries import QUERIES
 from outbox_relay.errors import ConfigurationError
 from outbox_relay.http.server import start_site
-from outbox_relay.http.worker import SERVE_PATH
 from outbox_relay.logs import configure_logging
-from outbox_relay.worker.functions import APP_ID
 
 log = structlog.get_logger("outbox_relay.demo")
 
@@ -66,8 +64,6 @@ WORKDIR_PREFIX: Final = "outbox-relay-demo-"
 _OWNER_FILE: Final = "owner"
 # Every demo database starts with this, so an operator can tell one (and a leftover) at a glance.
 DEMO_DATABASE_PREFIX = "outbox_relay_demo_"
-# The ingestion function's id, as the executor (the stand-in, or Inngest) knows it.
-TRACK_FUNCTION: Final = f"{APP_ID}-track-ingestion"
 ALREADY_INDEXED_TRACK: dict[str, Any] = {
     "isrc": "GBAYE0601498",
     "title": "Paranoid Android",
@@ -433,7 +429,7 @@ async def _sync(serve_url: str, timeout: float = 30.0) -> None:
 def _print_serve_banner(env: _Env, log_path: Path) -> None:
     """Everything the demo runs, and how to reach it, while it serves."""
     api, relay = env.api_url, env.relay_url
-    worker = env.worker_url.removesuffix(SERVE_PATH)
+    worker = env.worker_url.rsplit("/api/", 1)[0]
     safe_dsn = _redact(env.dsn)
     lines = [
         "",
@@ -645,8 +641,10 @@ async def _add_track(http: aiohttp.ClientSession, track: dict[str, Any]) -> int:
 
 
 def _print_events_and_runs(standin: Any) -> None:
+    from outbox_relay.worker.functions import APP_ID
+
     requested = [e for e in standin.events if e.name == "track/ingestion.requested"]
-    runs = [r for r in standin.executor.runs if r.function_id == TRACK_FUNCTION]
+    runs = [r for r in standin.executor.runs if r.function_id == f"{APP_ID}-track-ingestion"]
     completed = [e for e in standin.events if e.name == "track/ingestion.completed"]
     say(
         f"\n3. The Event API stand-in received {len(requested)} events from the relay and, as "
