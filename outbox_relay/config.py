@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     catalog_requests_per_second: float = Field(
         4.0, gt=0, validation_alias=_env("OUTBOX_CATALOG_REQUESTS_PER_SECOND")
     )
+    catalog_burst: int = Field(5, ge=1, le=10, validation_alias=_env("OUTBOX_CATALOG_BURST"))
     catalog_concurrency: int = Field(
         2, ge=1, le=16, validation_alias=_env("OUTBOX_CATALOG_CONCURRENCY")
     )

@@ -82,6 +82,7 @@ class RelayService:
                 auth_url=settings.tidal_auth_url,
                 timeout=settings.catalog_timeout,
                 requests_per_second=settings.catalog_requests_per_second,
+                burst=settings.catalog_burst,
                 concurrency=settings.catalog_concurrency,
                 metrics=self.metrics,
             )

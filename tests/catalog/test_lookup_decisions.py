@@ -214,3 +214,18 @@ async def test_without_a_catalog_rows_known_by_id_wait_and_others_flow() -> None
     finally:
         relay.stop()
         await asyncio.wait_for(task, 10)
+
+
+async def test_the_pace_lets_a_burst_through_then_spaces_requests() -> None:
+    from outbox_relay.adapters.tidal import Pace
+
+    pace = Pace(per_second=20.0, burst=3)  # 50 ms apart on average
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    starts = []
+    for _ in range(6):
+        await pace.wait()
+        starts.append(loop.time() - started)
+    # Three at once, then one per 50 ms: the sixth no sooner than 3 intervals in.
+    assert starts[2] < 0.04
+    assert starts[5] >= 0.15 - 0.005
