@@ -134,7 +134,7 @@ class FakeSide:
 
 def _claimed(rows: Sequence[ClaimedRow]) -> list[tuple[Any, ...]]:
     columns = ("id", "kind", "parent_id", "isrc", "title", "artist", "album", "artwork_url")
-    more = ("priority", "force", "attempts", "track_count")
+    more = ("priority", "force", "attempts", "track_count", "tidal_id")
     return sorted(tuple(row[c] for c in (*columns, *more)) for row in rows)
 
 
@@ -167,7 +167,7 @@ async def scenario(side: Side) -> list[tuple[str, Any]]:
         [
             {"isrc": "GBAYE0000001", "title": "Side A"},
             {"isrc": None, "title": "Side B", "artist": "   "},
-            {"title": "Side C", "artist": "Guest"},
+            {"title": "Side C", "artist": "Guest", "tidalTrackId": "75413016"},
         ],
         "https://img.example/lp.jpg",
     )
