@@ -14,8 +14,9 @@ pace 4 requests a second, 2 in flight).
   back (``--gap 0``), 100-track albums are paced at 4 requests (80 ids) a second. The
   difference between the two modes is what the lookup adds.
 - **B1 with and without a catalog**: ``--rows`` tracks with ISRCs drained by the raw limit, by a
-  relay without catalog credentials and by one with them (same run, medians of ``--repeat``):
-  batches that need no lookup must not be slower, so relay/limit should not move.
+  relay without catalog credentials and by one with them (same run, medians of ``--repeat``),
+  against the minimal receiver: batches that need no lookup must not be slower, so relay/limit
+  and the relay's CPU per row should not move.
 ``--smoke`` runs everything tiny. On a shared machine absolute numbers drift; ratios less.
 """
 
@@ -37,6 +38,8 @@ import asyncpg
 from bench.run import (
     Bench,
     Control,
+    Receiver,
+    ReceiverControl,
     StandIn,
     drain_once,
     median,
@@ -121,25 +124,33 @@ async def albums(
 async def b1_with_catalog(
     bench: Bench, catalog: CatalogStandIn, rows: int, repeat: int
 ) -> dict[str, float]:
-    limit: list[float] = []
-    plain: list[float] = []
-    with_catalog: list[float] = []
+    """Against the minimal receiver (bench.run's B1 ``minimal``): rows/s, and each process's
+    CPU µs per row, which the machine's load moves far less than wall-clock speed."""
+    url = bench.receiver.base_url
+    control = bench.receiver_control
+    runs: dict[str, list[tuple[float, float]]] = {"limit": [], "relay": [], "with_catalog": []}
     for _ in range(repeat):
         async with bench.database() as dsn:
-            limit.append(await drain_once(bench, dsn, [bench.spawn_raw(dsn)], rows))
+            raw = bench.spawn_raw(dsn, base_url=url)
+            runs["limit"].append(await drain_once(bench, dsn, [raw], rows, control))
         async with bench.database() as dsn:
-            plain.append(await drain_once(bench, dsn, [bench.spawn_relay(dsn)], rows))
+            relay = bench.spawn_relay(dsn, base_url=url)
+            runs["relay"].append(await drain_once(bench, dsn, [relay], rows, control))
         async with bench.database() as dsn:
-            relay = bench.spawn_relay(dsn, **catalog.environment())
-            with_catalog.append(await drain_once(bench, dsn, [relay], rows))
+            relay = bench.spawn_relay(dsn, base_url=url, **catalog.environment())
+            runs["with_catalog"].append(await drain_once(bench, dsn, [relay], rows, control))
+    speed = {name: median([r[0] for r in values]) for name, values in runs.items()}
+    cpu = {name: median([r[1] for r in values]) for name, values in runs.items()}
     return {
         "rows": rows,
-        "limit_rows_per_s": median(limit),
-        "relay_rows_per_s": median(plain),
-        "relay_with_catalog_rows_per_s": median(with_catalog),
-        "relay/limit": median(plain) / median(limit),
-        "relay_with_catalog/limit": median(with_catalog) / median(limit),
-        "with_catalog/without": median(with_catalog) / median(plain),
+        "limit_rows_per_s": speed["limit"],
+        "relay_rows_per_s": speed["relay"],
+        "relay_with_catalog_rows_per_s": speed["with_catalog"],
+        "relay/limit": speed["relay"] / speed["limit"],
+        "relay_with_catalog/limit": speed["with_catalog"] / speed["limit"],
+        "relay_cpu_us_per_row": cpu["relay"],
+        "relay_with_catalog_cpu_us_per_row": cpu["with_catalog"],
+        "cpu_with/without": cpu["with_catalog"] / cpu["relay"],
     }
 
 
@@ -148,6 +159,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     pg = LocalPostgres(fast=False)
     await asyncio.to_thread(pg.start)
     standin = StandIn.start()
+    receiver = Receiver.start()
     catalog = CatalogStandIn(latency=args.latency)
     await catalog.start()
     try:
@@ -158,7 +170,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await seed_qdrant(qdrant_seed, args.rows)
         async with aiohttp.ClientSession() as http:
             bench = Bench(
-                pg, standin, Control(standin.control_url, http), http, tmp, qdrant_seed, template
+                pg,
+                standin,
+                Control(standin.control_url, http),
+                receiver,
+                ReceiverControl(receiver.base_url, http),
+                http,
+                tmp,
+                qdrant_seed,
+                template,
             )
             report: dict[str, Any] = {
                 "machine": f"{platform.python_version()}, {platform.platform()}",
@@ -172,6 +192,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
     finally:
         await catalog.stop()
+        receiver.stop()
         standin.stop()
         await asyncio.to_thread(pg.stop)
     return report

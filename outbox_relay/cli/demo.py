@@ -78,6 +78,19 @@ SAMPLE_TRACKS: list[dict[str, Any]] = [
     # indexed by its run, then added again after the others: skipped as already_indexed
     ALREADY_INDEXED_TRACK,
 ]
+# An album added by TIDAL catalog ids only (its listing has no ISRCs): the relay looks them up in
+# the catalog stand-in. The first id and ISRC are the TIDAL API spec's own example; the second
+# is illustrative; the third id is one the catalog does not know.
+CATALOG_ALBUM: dict[str, Any] = {
+    "title": "4:44",
+    "artist": "JAY Z",
+    "tracks": [
+        {"tidalTrackId": "75413016", "title": "4:44"},
+        {"tidalTrackId": "75413017", "title": "Family Feud"},
+        {"tidalTrackId": "99999999999", "title": "Not in the catalog"},
+    ],
+}
+CATALOG_ISRCS: dict[str, str] = {"75413016": "QMJMT1701237", "75413017": "QMJMT1701238"}
 SAMPLE_ALBUM: dict[str, Any] = {
     "title": "Rumours",
     "artist": "Fleetwood Mac",
@@ -118,6 +131,7 @@ class _Env:
     collection: str
     admin_token: str
     event_api: str
+    catalog_country: str = "US"
 
 
 async def run_demo(
@@ -257,6 +271,7 @@ async def _stack(
     from outbox_relay.http.write_api import create_app
     from outbox_relay.testing.inngest import EventApiStandIn
     from outbox_relay.testing.postgres import LocalPostgres
+    from outbox_relay.testing.tidal import CatalogStandIn, StandInTrack
 
     async with contextlib.AsyncExitStack() as stack:
         say("outbox-relay demo\n=================")
@@ -305,9 +320,22 @@ async def _stack(
                 "dev server instead)"
             )
 
+        titles = {t["tidalTrackId"]: t["title"] for t in CATALOG_ALBUM["tracks"]}
+        catalog = CatalogStandIn(
+            StandInTrack(id=i, isrc=isrc, title=titles[i], artist="JAY Z", album="4:44")
+            for i, isrc in CATALOG_ISRCS.items()
+        )
+        await catalog.start()
+        stack.push_async_callback(catalog.stop)
+        say(f"Catalog      LOCAL STAND-IN of the TIDAL catalog at {catalog.base_url}")
+
         qdrant_path = workdir / "qdrant"
         demo_settings = settings.model_copy(
             update={
+                "tidal_client_id": catalog.client_id,
+                "tidal_client_secret": SecretStr(catalog.client_secret),
+                "tidal_api_base_url": catalog.api_base_url,
+                "tidal_auth_url": catalog.auth_url,
                 "database_url": SecretStr(dsn),
                 "inngest_event_api_base_url": origin,
                 # The worker's SDK syncs with the same server: the stand-in, or the dev server.
@@ -377,6 +405,7 @@ async def _stack(
             collection=settings.qdrant_collection,
             admin_token=admin_token,
             event_api=origin,
+            catalog_country=demo_settings.tidal_country_code,
         )
 
 
@@ -584,6 +613,13 @@ async def _walkthrough(env: _Env) -> None:
                 f"   POST /v1/library/albums  {SAMPLE_ALBUM['title']!r} "
                 f"({len(SAMPLE_ALBUM['tracks'])} tracks) -> {response.status} {body}"
             )
+        async with http.post("/v1/library/albums", json=CATALOG_ALBUM) as response:
+            body = await response.json()
+            say(
+                f"   POST /v1/library/albums  {CATALOG_ALBUM['title']!r} "
+                f"({len(CATALOG_ALBUM['tracks'])} tracks by TIDAL id, no ISRCs) -> "
+                f"{response.status} {body}"
+            )
 
         conn: asyncpg.Connection = await asyncpg.connect(env.dsn)
         try:
@@ -599,6 +635,11 @@ async def _walkthrough(env: _Env) -> None:
             )
             if env.standin is not None:
                 _print_events_and_runs(env.standin)
+            say("   ISRCs the relay looked up in the catalog (outbox.catalog_tracks):")
+            for row in await conn.fetch(QUERIES["demo_catalog_lookups"], env.catalog_country):
+                found = row["isrc"] or "unknown to the catalog"
+                outcome = row["status"] + (f" ({row['skip_reason']})" if row["skip_reason"] else "")
+                say(f"   tidal:{row['tidal_id']:<12} -> {found:22} {row['title']!r:22} {outcome}")
 
             say(
                 f"\n4. {ALREADY_INDEXED_TRACK['title']!r} added again: the relay finds the "

@@ -2,7 +2,7 @@
 -- (outbox_relay.cli.demo).
 
 -- name: demo_skipped_tracks
-SELECT id, coalesce(isrc, '-') AS isrc, title, skip_reason
+SELECT id, coalesce(isrc, 'tidal:' || tidal_id, '-') AS isrc, title, skip_reason
 FROM outbox.messages
 WHERE status = 'skipped' AND kind = 'track'
 ORDER BY id;
@@ -18,6 +18,15 @@ SELECT count(*) FROM outbox.messages WHERE status = 'pending';
 SELECT count(*)
 FROM library.track_path
 WHERE outbox_status = 'published' AND coalesce(ingestion_status, 'indexing') = 'indexing';
+
+-- name: demo_catalog_lookups
+-- The tracks the demo added by TIDAL id, with the ISRC the relay looked up (migration 010's
+-- cache, country $1) and what became of each.
+SELECT m.id, m.tidal_id, c.isrc, m.title, m.status, m.skip_reason
+FROM outbox.messages AS m
+LEFT JOIN outbox.catalog_tracks AS c ON c.tidal_id = m.tidal_id AND c.country_code = $1::text
+WHERE m.kind = 'track' AND m.tidal_id IS NOT NULL
+ORDER BY m.id;
 
 -- name: demo_outbox_row
 SELECT id, status, skip_reason, event_id FROM outbox.messages WHERE id = $1;

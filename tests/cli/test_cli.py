@@ -172,8 +172,8 @@ def test_demo_runs_the_whole_system_and_exits_0() -> None:
     out = result.stdout
     assert "LOCAL STAND-IN of Inngest's Event API" in out
     assert (
-        "received 7 events from the relay and, as Inngest's executor, ran 6 ingestion runs" in out
+        "received 9 events from the relay and, as Inngest's executor, ran 8 ingestion runs" in out
     )
     for reason in ("invalid_isrc", "already_indexed", "missing_isrc"):
         assert reason in out
-    assert "published        7" in out
+    assert "published        9" in out

@@ -99,7 +99,10 @@ def test_an_exported_database_url_is_left_alone(database_url: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "DATABASE_URL is set and left alone" in result.stdout
     assert "a throwaway local server on 127.0.0.1:" in result.stdout
-    assert "received 7 events from the relay" in result.stdout
+    assert "received 9 events from the relay" in result.stdout
+    # The album added by TIDAL ids: two ISRCs looked up in the catalog stand-in, one id unknown.
+    assert "tidal:75413016     -> QMJMT1701237" in result.stdout
+    assert "tidal:99999999999  -> unknown to the catalog" in result.stdout
     # The pending row is still pending, untouched to the last column; no demo rows beside it.
     assert snapshot(database_url) == before
 
@@ -123,7 +126,7 @@ def test_database_url_flag_works_in_a_database_of_its_own(
     assert result.returncode == 0, result.stdout + result.stderr
     assert "YOUR server" in result.stdout and "(--database-url)" in result.stdout
     assert "database outbox_relay_demo_" in result.stdout
-    assert "received 7 events from the relay" in result.stdout
+    assert "received 9 events from the relay" in result.stdout
     assert snapshot(database_url) == before
     # Its own database is gone again.
     assert demo_databases(pg_server.admin_dsn) == []
@@ -281,8 +284,9 @@ def test_serve_lists_what_it_runs_and_a_signal_removes_every_folder(
     assert b"outbox_relay_" in http(f"{relay}/metrics")[1]
     assert http(f"{relay}/admin/status")[0] == 401
     assert http(f"{relay}/admin/status", authorization=f"Bearer {token}")[0] == 200
-    # 7 from the relay, 6 track/ingestion.completed from the worker's runs
-    assert json.loads(http(events)[1])["event_count"] == 13
+    # 9 from the relay (2 of them looked up in the catalog stand-in), 8
+    # track/ingestion.completed from the worker's runs
+    assert json.loads(http(events)[1])["event_count"] == 17
     fault = json.dumps({"kind": "status_5xx", "status": 503, "times": 1}).encode()
     assert http(faults, method="POST", body=fault)[0] == 200
     assert http(faults, method="DELETE")[0] == 200
@@ -298,7 +302,7 @@ def test_serve_lists_what_it_runs_and_a_signal_removes_every_folder(
     )
     assert status_run.returncode == 0, status_run.stderr
     counts = {row["status"]: row["count"] for row in json.loads(status_run.stdout)["statuses"]}
-    assert counts["published"] == 7
+    assert counts["published"] == 9
 
     assert demo_process.stop(sig) == 0, demo_process.err
     assert list(demo_process.tmp.iterdir()) == []
@@ -331,7 +335,7 @@ def test_the_demo_closes_the_loop(serving: Callable[..., ServingDemo]) -> None:
     assert database_url, out
     dsn = database_url.group(1)
     assert "ONE client shared by the worker" in out
-    assert "outbox #11: skipped, already_indexed" in out
+    assert "outbox #15: skipped, already_indexed" in out
 
     paths = query(
         dsn,
@@ -358,7 +362,9 @@ def test_the_demo_closes_the_loop(serving: Callable[..., ServingDemo]) -> None:
     status, body = http(f"{control}/runs?function_id=outbox-relay-worker-track-ingestion")
     assert status == 200
     runs = {run["run_id"]: run for run in json.loads(body)["runs"]}
-    assert len(runs) == 6
+    # 6 for the tracks above, 2 for the album added by TIDAL ids (library.track_path matches
+    # album tracks by the ISRC of the listing, which that album has not)
+    assert len(runs) == 8
     for outbox_id, isrc, _, _, event_id, run_id, _ in published:
         assert runs[run_id]["status"] == "completed", (outbox_id, runs[run_id])
         assert runs[run_id]["event"]["id"] == event_id == f"track-ingestion-{isrc}"
@@ -371,7 +377,7 @@ def test_the_demo_closes_the_loop(serving: Callable[..., ServingDemo]) -> None:
         if line.startswith("outbox_relay_worker_runs_completed_total{")
         and 'track-ingestion"' in line
     ]
-    assert completed and completed[0].endswith(" 6.0"), completed
+    assert completed and completed[0].endswith(" 8.0"), completed
 
     assert demo_process.stop(signal.SIGTERM) == 0, demo_process.err
     assert list(demo_process.tmp.iterdir()) == []
@@ -440,6 +446,6 @@ def test_the_event_api_comes_from_the_flag_never_from_the_environment(
     )
     assert flagged.returncode == 0, flagged.stdout + flagged.stderr
     assert f"Event API    {outside_event_api} (--event-api-url)" in flagged.stdout
-    # Synced with that server, which ran the worker's functions: 7 events from the relay and the
-    # 6 runs' track/ingestion.completed, all sent with the user's key.
-    assert events_received() == 13
+    # Synced with that server, which ran the worker's functions: 9 events from the relay and the
+    # 8 runs' track/ingestion.completed, all sent with the user's key.
+    assert events_received() == 17
