@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from prometheus_client import (
     REGISTRY,
@@ -378,3 +378,36 @@ class WorkerMetrics:
             "ISRCs a batch re-process named that the library does not know (or are invalid).",
         )
         self.info = m.info("build", "Version of the worker.", {"version": __version__})
+
+
+#: The write API's routes, as its metrics label them (``unmatched``: no route, a 404 or 405).
+API_ROUTES: Final = (
+    "/v1/library/tracks",
+    "/v1/library/albums",
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+    "/metrics",
+    "unmatched",
+)
+
+
+class ApiMetrics:
+    """Every metric the library write API exports (prefix ``outbox_relay_api_``)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        m = _Declare("outbox_relay_api_", registry)
+        self.registry = m.registry
+        self.requests = m.counter(
+            "requests_total",
+            "Requests answered, by route and status class (2xx, 4xx, 5xx; a 503 is the "
+            "database down or not migrated).",
+            {"route": API_ROUTES, "status_class": ("2xx", "4xx", "5xx")},
+        )
+        self.request_duration = m.histogram(
+            "request_duration_seconds",
+            "Time to answer a request, by route.",
+            _DURATION_BUCKETS,
+            {"route": API_ROUTES},
+        )
+        self.info = m.info("build", "Version of the write API.", {"version": __version__})

@@ -32,6 +32,8 @@ import asyncpg
 import orjson
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 
@@ -41,6 +43,7 @@ from outbox_relay.db.preflight import MIGRATE_HINT, check_schema
 from outbox_relay.db.queries import QUERIES
 from outbox_relay.errors import ConfigurationError, SchemaNotReady
 from outbox_relay.http.errors import json_errors
+from outbox_relay.metrics import API_ROUTES, ApiMetrics
 from outbox_relay.write.asyncpg import enqueue_album, enqueue_track
 from outbox_relay.write.models import (
     AlbumCreated,
@@ -102,6 +105,7 @@ class _Database:
 
 _DATABASE: Final = web.AppKey("outbox_relay.write.database", _Database)
 _OPENAPI: Final = web.AppKey("outbox_relay.write.openapi", bytes)
+API_METRICS: Final = web.AppKey("outbox_relay.write.metrics", ApiMetrics)
 
 
 # -- responses ----------------------------------------------------------------------------------
@@ -370,6 +374,38 @@ async def _openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[_OPENAPI], content_type="application/json")
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[API_METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _measured(metrics: ApiMetrics) -> Middleware:
+    """Counts and times every request by route (bounded: unknown paths are ``unmatched``)."""
+    known = frozenset(API_ROUTES)
+
+    @web.middleware
+    async def measure(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        route = route if route in known else "unmatched"
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            metrics.requests.labels(route, f"{min(status // 100, 5)}xx").inc()
+            metrics.request_duration.labels(route).observe(time.perf_counter() - started)
+
+    return measure
+
+
 @web.middleware
 async def _internal_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -416,21 +452,33 @@ async def _pool_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    dsn: str | None = None, *, pool: asyncpg.Pool | None = None, pool_max_size: int = 10
+    dsn: str | None = None,
+    *,
+    pool: asyncpg.Pool | None = None,
+    pool_max_size: int = 10,
+    registry: CollectorRegistry | None = None,
 ) -> web.Application:
     """The library write API as an aiohttp application.
 
     Give a ``dsn`` (the pool is created at startup and closed at cleanup) or an open ``pool``
-    (used as is and left open). The DSN is never logged.
+    (used as is and left open). The DSN is never logged. Its metrics go to ``registry`` (a
+    registry of its own by default, served at ``/metrics``).
     """
     if pool is None and not dsn:
         raise ConfigurationError(
             "the write API needs DATABASE_URL (a PostgreSQL DSN) or an asyncpg pool"
         )
+    metrics = ApiMetrics(registry if registry is not None else CollectorRegistry())
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[json_errors(max_body_bytes=MAX_BODY_BYTES), _internal_errors],
+        # Outermost first: the metrics see the status every other layer settled on.
+        middlewares=[
+            _measured(metrics),
+            json_errors(max_body_bytes=MAX_BODY_BYTES),
+            _internal_errors,
+        ],
     )
+    app[API_METRICS] = metrics
     app[_DATABASE] = _Database(dsn=dsn, pool=pool, owned=pool is None, max_size=pool_max_size)
     app[_OPENAPI] = orjson.dumps(openapi_document())
     app.cleanup_ctx.append(_pool_context)
@@ -439,6 +487,7 @@ def create_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/openapi.json", _openapi)
+    app.router.add_get("/metrics", _metrics)
     return app
 
 

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from outbox_relay.apps.api import serve
-from outbox_relay.http.write_api import MAX_BODY_BYTES, create_app
+from outbox_relay.http.write_api import API_METRICS, MAX_BODY_BYTES, create_app
 from outbox_relay.testing.postgres import LocalPostgres
 from outbox_relay.write.models import AlbumIn, TrackIn
 
@@ -900,3 +900,37 @@ async def test_serve_runs_until_cancelled(database_url: str, pg_query: PgQuery) 
     # The socket is closed: the port refuses connections again.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+async def test_metrics_count_and_time_every_request_by_route_and_status_class(
+    client: Client,
+) -> None:
+    """What Prometheus scrapes from the write API: requests by route and status class (bounded:
+    an unknown path is ``unmatched``), and their durations."""
+
+    def sample(name: str, **labels: str) -> float:
+        value = client.app[API_METRICS].registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    track = {"isrc": "USMET0000001", "title": "T", "artist": "A", "album": "B"}
+    assert (await client.post("/v1/library/tracks", json=track)).status == 201
+    assert (await client.post("/v1/library/tracks", json={"isrc": 7})).status == 422
+    assert (await client.get("/nowhere/12345")).status == 404
+    assert (await client.get("/v1/library/tracks")).status == 405
+
+    requests = "outbox_relay_api_requests_total"
+    tracks = "/v1/library/tracks"
+    assert sample(requests, route=tracks, status_class="2xx") == 1
+    assert sample(requests, route=tracks, status_class="4xx") == 1  # the 422
+    assert sample(requests, route="unmatched", status_class="4xx") == 2  # the 404 and the 405
+    assert sample("outbox_relay_api_request_duration_seconds_count", route=tracks) == 2
+
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = await response.text()
+    assert (
+        'outbox_relay_api_requests_total{route="/v1/library/tracks",status_class="2xx"} 1.0' in text
+    )
+    assert "nowhere" not in text  # paths never become label values
+    assert "_created" not in text
