@@ -17,6 +17,7 @@ one); the first batch after it ends is the probe.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -82,12 +83,14 @@ class IsrcLookup:
     def paused(self) -> bool:
         return self._paused_since is not None
 
-    async def resolve(self, tidal_ids: Sequence[str]) -> Lookup:
+    async def resolve(self, tidal_ids: Sequence[str], deadline: float | None = None) -> Lookup:
+        """``deadline`` (on ``clock``): the catalog's answer must come by then, or the rows are
+        deferred as in an outage; the batch's lease must hold the lookup and the publish."""
         ids = list(dict.fromkeys(tidal_ids))
         answer = Lookup()
         misses = await self._from_cache(ids, answer)
         if misses:
-            await self._from_catalog(misses, answer)
+            await self._from_catalog(misses, answer, deadline)
         return answer
 
     async def _from_cache(self, ids: list[str], answer: Lookup) -> list[str]:
@@ -117,7 +120,9 @@ class IsrcLookup:
         self._metrics.catalog_lookups.labels(result="cached").inc(len(ids) - len(misses))
         return misses
 
-    async def _from_catalog(self, misses: list[str], answer: Lookup) -> None:
+    async def _from_catalog(
+        self, misses: list[str], answer: Lookup, deadline: float | None
+    ) -> None:
         now = self._clock()
         if self._catalog is None:
             self._defer(misses, answer, self._cap)
@@ -129,8 +134,14 @@ class IsrcLookup:
             self._defer(misses, answer, self._paused_until - now)
             return
         answer.asked = len(misses)
+        budget = None if deadline is None else max(0.0, deadline - now)
         try:
-            found = await self._catalog.tracks(misses)
+            async with asyncio.timeout(budget):
+                found = await self._catalog.tracks(misses)
+        except TimeoutError:
+            detail = f"no answer for {len(misses)} ids within the batch's {budget:.1f} s"
+            self._pause(misses, answer, "timeout", detail, None)
+            return
         except CatalogAuthError as exc:
             self.problem = str(exc)
             self._pause(misses, answer, "auth", str(exc), None)

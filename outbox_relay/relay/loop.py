@@ -105,6 +105,8 @@ class _Batch:
     """One claimed batch while it is being processed."""
 
     token: uuid.UUID
+    # when catalog lookups for this batch must have answered (time.monotonic()): half the lease
+    lookup_deadline: float | None = None
     rows: dict[int, ClaimedRow] = field(default_factory=dict)
     outcomes: Outcomes = field(default_factory=Outcomes)
     albums: dict[int, _Album] = field(default_factory=dict)
@@ -356,7 +358,7 @@ class Relay:
         if not rows:
             return 0
         started = time.perf_counter()
-        batch = _Batch(token)
+        batch = _Batch(token, lookup_deadline=claimed_at + self._config.lease_seconds / 2)
         claimed = 0
         tracks: list[ClaimedRow] = []
         for row in rows:
@@ -499,7 +501,9 @@ class Relay:
         ]
         if not needs:
             return {}, set()
-        lookup = await self._lookup.resolve([row["tidal_id"] for row in needs])
+        lookup = await self._lookup.resolve(
+            [row["tidal_id"] for row in needs], batch.lookup_deadline
+        )
         found: dict[int, str] = {}
         waiting: set[int] = set()
         unknown: dict[int | None, list[ClaimedRow]] = {}

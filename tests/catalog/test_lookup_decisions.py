@@ -229,3 +229,41 @@ async def test_the_pace_lets_a_burst_through_then_spaces_requests() -> None:
     # Three at once, then one per 50 ms: the sixth no sooner than 3 intervals in.
     assert starts[2] < 0.04
     assert starts[5] >= 0.15 - 0.005
+
+
+async def test_a_catalog_slower_than_half_the_lease_defers_the_rows_uncharged() -> None:
+    tracks, isrcs = album(3)
+    catalog = FakeCatalog(isrcs)
+    catalog.latency = 0.5  # the lease is 0.6 s: a lookup must answer within 0.3 s
+    config = dataclasses.replace(CONFIG, lease_seconds=0.6)
+    table = OutboxTable()
+    store = FakeOutbox(table, lease_seconds=0.6, max_attempts=3)
+    metrics = RelayMetrics(CollectorRegistry())
+    relay = Relay(
+        store=store,
+        listener=FakeListener(),
+        publisher=FakePublisher(request_timeout=0.1),
+        checker=FakeIndexChecker(),
+        metrics=metrics,
+        config=config,
+        catalog=catalog,
+        catalog_cache=FakeCatalogCache(),
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        with capture_logs() as logs:
+            table.enqueue_album("Slow", "Artist", tracks)
+            await until(
+                lambda: any(e.get("reason") == "timeout" for e in logs), "a timed-out lookup"
+            )
+        waiting = [row for row in table.tracks()]
+        assert waiting and all(row.attempts == 0 for row in waiting)
+        assert all(row.status == "pending" for row in waiting)
+        catalog.latency = 0.0
+        await until(
+            lambda: "pending" not in table.by_status(), "the album once the catalog is quick"
+        )
+        assert {row.status for row in table.tracks()} == {"published"}
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 10)
