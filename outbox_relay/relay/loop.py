@@ -378,6 +378,10 @@ class Relay:
             claim_ahead = asyncio.create_task(self._store.claim(self._config.batch_size))
         try:
             events = await self._check_and_encode(batch, tracks)
+            # The previous batch's outcome is written by now (it overlapped this claim and
+            # check): at any instant at most one batch is published but not yet recorded,
+            # which bounds what a crash can make Inngest receive twice to one batch.
+            await self._await_recording()
             # Whatever Inngest says, the batch must be recorded before its lease runs out, or
             # another replica could claim and publish the same rows while we still work on them.
             deadline = claimed_at + self._config.lease_seconds - self._lease_margin

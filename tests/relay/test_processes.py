@@ -50,7 +50,10 @@ async def test_sigterm_finishes_the_batch_in_flight_and_exits_0(harness: Harness
     await harness.enqueue_tracks(30)
     await harness.standin.wait_for_hung(1, timeout=10)
     relay.proc.send_signal(signal.SIGTERM)
-    # Rows written after the signal must not be claimed by the stopping relay.
+    # Rows written once the relay knows it is stopping must not be claimed by it. (Written
+    # before its handler ran, they could be: the hung request's answer and the signal can
+    # reach its event loop in either order.)
+    await wait_until(lambda: '"relay_stopping"' in relay.output(), timeout=10)
     await harness.enqueue_tracks(5, prefix="USLAT")
     await harness.standin.clear()  # the hung request is answered now
     assert await asyncio.to_thread(relay.proc.wait, 15) == 0, relay.output()
