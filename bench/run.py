@@ -517,9 +517,10 @@ async def b1_drain(
                 f"{prefix}relay/limit": relay_rate / limit_rate,
                 f"{prefix}relay_cpu_us_per_row": relay_cpu,
                 f"{prefix}limit_cpu_us_per_row": limit_cpu,
-                f"{prefix}cpu_limit/relay": limit_cpu / relay_cpu,
             }
         )
+        if relay_cpu > 0:  # a smoke run's few rows may take less than a clock tick
+            figures[f"{prefix}cpu_limit/relay"] = limit_cpu / relay_cpu
     return figures
 
 
