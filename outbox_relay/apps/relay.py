@@ -128,6 +128,7 @@ class RelayService:
                 retry_cap=settings.retry_cap,
                 lease_seconds=settings.lease_seconds,
                 outage_alarm_after=settings.outage_alarm_after,
+                one_unrecorded_batch=settings.one_unrecorded_batch,
             ),
         )
         # Computed at scrape time, so it can never disagree with /readyz.

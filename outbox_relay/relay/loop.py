@@ -74,6 +74,9 @@ class RelayConfig:
     lease_seconds: float = 30.0
     # a pause for an Event API outage longer than this is logged at error level
     outage_alarm_after: float = 180.0
+    # True: a batch's request waits for the previous batch's outcome (a crash re-sends at most
+    # one batch, for some throughput); False: the two overlap (up to two batches re-sent)
+    one_unrecorded_batch: bool = False
 
 
 def lease_margin(lease_seconds: float) -> float:
@@ -378,10 +381,11 @@ class Relay:
             claim_ahead = asyncio.create_task(self._store.claim(self._config.batch_size))
         try:
             events = await self._check_and_encode(batch, tracks)
-            # The previous batch's outcome is written by now (it overlapped this claim and
-            # check): at any instant at most one batch is published but not yet recorded,
-            # which bounds what a crash can make Inngest receive twice to one batch.
-            await self._await_recording()
+            if self._config.one_unrecorded_batch:
+                # The previous batch's outcome is written by now (it overlapped this claim and
+                # check): at most one batch is ever published but not yet recorded, which
+                # bounds what a crash makes Inngest receive again to one batch.
+                await self._await_recording()
             # Whatever Inngest says, the batch must be recorded before its lease runs out, or
             # another replica could claim and publish the same rows while we still work on them.
             deadline = claimed_at + self._config.lease_seconds - self._lease_margin

@@ -44,13 +44,55 @@ async def test_an_outage_hands_the_batch_claimed_ahead_back_uncharged(harness: H
     assert harness.standin.summary()["event_count"] == 50
 
 
+@pytest.mark.slow
+async def test_the_next_batch_goes_out_while_the_last_outcome_is_being_written(
+    harness: Harness,
+) -> None:
+    """Outcomes are written on the store's second connection: a slow finish (here a trigger
+    sleeping 3 s on one row) does not hold back the next batch's events. Outcomes are still
+    written one at a time, in batch order."""
+    conn = await harness.conn()
+    await conn.execute(
+        """
+        CREATE FUNCTION public.slow_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep(3); RETURN NEW; END $$;
+        CREATE TRIGGER slow_outcome BEFORE UPDATE ON outbox.messages FOR EACH ROW
+            WHEN (OLD.status = 'pending' AND NEW.status = 'published'
+                  AND OLD.isrc = 'USSLO0000001')
+            EXECUTE FUNCTION public.slow_outcome();
+        """
+    )
+    await harness.enqueue_tracks(1, prefix="USSLO")  # the first row of the first batch
+    await harness.enqueue_tracks(29, prefix="USFST")
+    await harness.start_relay(batch_size=10)
+
+    # The first batch is out and its outcome is being written, for 3 s ...
+    await harness.standin.wait_for_events(20, timeout=2.5)
+    # ... while the second batch (claimed ahead) went out too.
+    assert (
+        await conn.fetchval("SELECT status FROM outbox.messages WHERE isrc = 'USSLO0000001'")
+        == "pending"
+    )
+
+    await harness.wait_settled(30, timeout=20)
+    slow_recorded_at = await conn.fetchval(
+        "SELECT processed_at FROM outbox.messages WHERE isrc = 'USSLO0000001'"
+    )
+    second_batch_first_recorded = await conn.fetchval(
+        "SELECT min(processed_at) FROM outbox.messages "
+        "WHERE isrc BETWEEN 'USFST0000010' AND 'USFST0000019'"
+    )
+    assert second_batch_first_recorded >= slow_recorded_at
+    assert not harness.standin.duplicate_runs()
+
+
 async def test_a_batch_is_not_published_before_the_last_one_is_recorded(
     harness: Harness,
 ) -> None:
-    """At most one batch is published but not yet recorded at any instant, so a crash can make
-    Inngest receive at most one batch twice. The next batch is claimed ahead and checked while
-    the last outcome is written (on the store's second connection), but its request waits for
-    that write. Here the first batch's outcome is held by a lock the test owns."""
+    """With OUTBOX_ONE_UNRECORDED_BATCH, at most one batch is published but not yet recorded at
+    any instant, so a crash makes Inngest receive at most one batch again. The next batch is
+    claimed ahead and checked while the last outcome is written, but its request waits for that
+    write. Here the first batch's outcome is held by a lock the test owns."""
     conn = await harness.conn()
     await conn.execute(
         """
@@ -65,7 +107,7 @@ async def test_a_batch_is_not_published_before_the_last_one_is_recorded(
     await conn.execute("SELECT pg_advisory_lock(4242)")  # the first outcome will wait on this
     await harness.enqueue_tracks(1, prefix="USSLO")  # the first row of the first batch
     await harness.enqueue_tracks(29, prefix="USFST")
-    relay = await harness.start_relay(batch_size=10)
+    relay = await harness.start_relay(batch_size=10, one_unrecorded_batch=True)
 
     await harness.standin.wait_for_events(10)  # the first batch is out; its outcome is held
     # The second batch was claimed ahead and checked against the index ...

@@ -376,8 +376,34 @@ async def test_an_outcome_recorded_after_the_lease_ran_out_does_not_overwrite_th
 # -- claim-ahead and the order of outcomes ---------------------------------------------------
 
 
-async def test_a_full_batch_claims_ahead_but_publishes_only_once_the_last_is_recorded() -> None:
+async def test_a_full_batch_claims_the_next_while_publishing_and_records_in_order() -> None:
     config = dataclasses.replace(CONFIG, batch_size=5)
+    async with relay_on_fakes(config) as rig:
+        rig.store.record_latency = 0.1  # outcomes are slow to write
+        rig.tracks(17)
+        await rig.drained()
+
+    claims, recorded = rig.store.claims, rig.store.recorded
+    assert [len(c.ids) for c in claims if c.ids][:4] == [5, 5, 5, 2]
+    # The second claim was made before the first batch's outcome was written ...
+    assert claims[1].at < recorded[0].at
+    # ... and the second batch went out while that outcome was still being written ...
+    second_batch = set(claims[1].ids)
+    second_sent = next(
+        r.started for r in rig.publisher.requests if {e.row_id for e in r.events} & second_batch
+    )
+    assert second_sent < recorded[0].at
+    # ... yet outcomes are written one batch at a time, in claim order.
+    assert [r.token for r in recorded] == [c.token for c in claims if c.ids]
+    for earlier, later in itertools.pairwise(recorded):
+        assert earlier.at <= later.at
+    assert [e.row_id for e in rig.publisher.accepted] == sorted(rig.table.rows)
+    assert rig.statuses() == {"published": 17}
+    assert rig.metric("wakeups_total", cause="backlog") >= 3
+
+
+async def test_a_full_batch_claims_ahead_but_publishes_only_once_the_last_is_recorded() -> None:
+    config = dataclasses.replace(CONFIG, batch_size=5, one_unrecorded_batch=True)
     async with relay_on_fakes(config) as rig:
         rig.store.record_latency = 0.1  # outcomes are slow to write
         rig.tracks(17)

@@ -52,6 +52,8 @@ def _variables() -> dict[str, object]:
 
 def _spellings(value: object) -> set[str]:
     spelled = {f"`{value}`"}
+    if isinstance(value, bool):
+        spelled.add(f"`{str(value).lower()}`")  # as an environment variable is written
     if isinstance(value, float) and value.is_integer():
         spelled.add(f"`{int(value)}`")
     return spelled
