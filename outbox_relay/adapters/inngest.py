@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
-import email.utils
 import os
 import time
 from collections import deque
@@ -29,6 +28,7 @@ import orjson
 import structlog
 
 from outbox_relay import __version__
+from outbox_relay.adapters.http_headers import retry_after_seconds
 from outbox_relay.domain.events import TrackEvent, encode_batch
 from outbox_relay.errors import EventApiUnavailable
 from outbox_relay.metrics import RelayMetrics
@@ -100,21 +100,6 @@ class RequestBudget:
         if i < len(self._marks) and self._marks[i] == mark:
             del self._marks[i]
         bisect.insort(self._marks, time.monotonic())
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent/invalid."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _seed_header() -> str:
@@ -290,7 +275,7 @@ class EventApiPublisher:
             ) as response:
                 raw = await response.read()
                 status = response.status
-                retry_after = _retry_after(response.headers.get("Retry-After"))
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         except TimeoutError:
             self._observe("error", started)
             raise self._failure("timeout", f"no answer within {timeout.total} s") from None

@@ -21,7 +21,6 @@ OpenAPI spec and SDK):
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -31,6 +30,7 @@ import orjson
 import structlog
 
 from outbox_relay import __version__
+from outbox_relay.adapters.http_headers import retry_after_seconds
 from outbox_relay.errors import CatalogAuthError, CatalogUnavailable
 from outbox_relay.metrics import RelayMetrics
 from outbox_relay.ports import CatalogTrack
@@ -42,21 +42,6 @@ JSON_API: Final = "application/vnd.api+json"
 # The token is renewed this share of its lifetime before it runs out (at most 60 s before).
 _RENEW_SHARE: Final = 0.1
 _RENEW_MAX: Final = 60.0
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds (a number or an HTTP date), None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class Pace:

@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from outbox_relay.adapters.inngest import EventApiPublisher, RequestBudget, _retry_after
+from outbox_relay.adapters.http_headers import retry_after_seconds
+from outbox_relay.adapters.inngest import EventApiPublisher, RequestBudget
 from outbox_relay.domain.events import TrackEvent, encode_event
 from outbox_relay.errors import EventApiUnavailable
 from outbox_relay.metrics import RelayMetrics
@@ -355,12 +356,12 @@ async def test_rate_limiter_allows_a_burst_then_spaces_requests() -> None:
     [(None, None), ("", None), ("3", 3.0), ("0", 0.0), ("-4", 0.0), ("soon", None)],
 )
 def test_retry_after_seconds(value: str | None, expected: float | None) -> None:
-    assert _retry_after(value) == expected
+    assert retry_after_seconds(value) == expected
 
 
 def test_retry_after_http_date_is_in_the_future() -> None:
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    parsed = _retry_after(when)
+    parsed = retry_after_seconds(when)
     assert parsed is not None and 25 <= parsed <= 31
 
 
