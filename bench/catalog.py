@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -195,6 +196,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         receiver.stop()
         standin.stop()
         await asyncio.to_thread(pg.stop)
+        shutil.rmtree(tmp, ignore_errors=True)  # the relays' logs and Qdrant copies
     return report
 
 
