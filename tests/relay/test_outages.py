@@ -28,7 +28,8 @@ OUTAGES = {
     "503-json": Status5xx(503, body="json"),
     "502-html": Status5xx(502, body="html"),
     "429": Status429(retry_after=0),
-    "hang": Hang(),
+    # a request that never answers waits out the publish timeout: the slow tier
+    "hang": pytest.param(Hang(), marks=pytest.mark.slow),
 }
 
 
@@ -73,6 +74,7 @@ async def test_outage_keeps_rows_pending_uncharged_then_delivers_all(
     assert await (await harness.conn()).fetchval("SELECT max(attempts) FROM outbox.messages") == 0
 
 
+@pytest.mark.slow
 async def test_retry_after_is_honoured(harness: Harness) -> None:
     await harness.standin.inject(Status429(retry_after=1), times=1)
     await harness.start_relay()
@@ -83,6 +85,7 @@ async def test_retry_after_is_honoured(harness: Harness) -> None:
     assert second.received_at - first.received_at >= 0.95
 
 
+@pytest.mark.slow
 async def test_a_long_outage_never_makes_a_dead_letter(harness: Harness) -> None:
     """Many times the whole retry schedule of 5xx, with max_attempts=1: still nothing dead."""
     await harness.standin.inject(Status5xx(500))

@@ -20,6 +20,9 @@ from outbox_relay.testing.inngest import Latency
 
 from .conftest import Harness, RunningRelay, wait_until
 
+# Several relays and many writers for seconds each: the slow tier.
+pytestmark = pytest.mark.slow
+
 AN_HOUR = 3600.0
 
 

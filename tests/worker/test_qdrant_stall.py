@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import pytest
 from prometheus_client import CollectorRegistry
 
 from outbox_relay.apps.worker import WorkerService
@@ -27,6 +28,7 @@ from outbox_relay.worker.functions import APP_ID
 ISRC = "USRC17607839"
 
 
+@pytest.mark.slow
 async def test_qdrant_stalled_for_a_while_is_retried_and_the_track_indexed(
     database_url: str, tmp_path: Path
 ) -> None:
