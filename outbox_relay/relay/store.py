@@ -9,7 +9,8 @@ a session.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import asyncpg
 import structlog
@@ -35,6 +36,17 @@ class Session:
                 self._dsn, timeout=10, server_settings=self._server_settings
             )
         return self._conn
+
+    @asynccontextmanager
+    async def use(self) -> AsyncIterator[asyncpg.Connection]:
+        """The connection for one operation; dropped if the operation finds it unusable, so
+        that the next one reconnects."""
+        conn = await self.connection()
+        try:
+            yield conn
+        except CONNECTION_ERRORS:
+            self.drop()
+            raise
 
     def drop(self) -> None:
         if self._conn is not None:
@@ -93,17 +105,13 @@ class OutboxStore:
         (:meth:`step_down`) claims without it.
         """
         token = uuid.uuid4()
-        conn = await self._claims.connection()
-        try:
+        async with self._claims.use() as conn:
             if wake and self._awake_on is not conn and await conn.fetchval(QUERIES["relay_awake"]):
                 self._awake_on = conn
                 self.owes_sweep = True
             rows = await conn.fetch(
                 QUERIES["claim"], limit, token, self._replica_id, self._lease_seconds
             )
-        except CONNECTION_ERRORS:
-            self._claims.drop()
-            raise
         return token, rows
 
     @property
@@ -118,41 +126,30 @@ class OutboxStore:
         Then the next claim sees every row they committed. ``owes_sweep`` stays set until that
         is true: a session lost while holding BUSY (the server released it) leaves the same duty.
         """
-        conn = await self._claims.connection()
         try:
-            clear: bool = await conn.fetchval(QUERIES["relay_step_down"], self._awake_on is conn)
-        except CONNECTION_ERRORS:
-            self._claims.drop()
-            raise
+            async with self._claims.use() as conn:
+                holds_busy = self._awake_on is conn
+                clear: bool = await conn.fetchval(QUERIES["relay_step_down"], holds_busy)
         finally:
             self._awake_on = None
         return clear
 
     async def wake_relays(self) -> None:
         """Notifies every listening relay (a stopping relay hands its sweep over)."""
-        conn = await self._claims.connection()
-        try:
+        async with self._claims.use() as conn:
             await conn.execute(QUERIES["wake_relays"], NOTIFY_CHANNEL)
-        except CONNECTION_ERRORS:
-            self._claims.drop()
-            raise
 
     async def gate_clear(self) -> bool:
         """True once every writer that saw BUSY held has ended (see :meth:`step_down`)."""
-        conn = await self._claims.connection()
-        try:
+        async with self._claims.use() as conn:
             clear: bool = await conn.fetchval(QUERIES["relay_gate_clear"])
-        except CONNECTION_ERRORS:
-            self._claims.drop()
-            raise
         return clear
 
     async def record_outcomes(self, token: uuid.UUID, outcomes: Outcomes) -> int:
         """Records the outcomes; returns how many rows still held the claim."""
         if not outcomes:
             return 0
-        conn = await self._outcomes.connection()
-        try:
+        async with self._outcomes.use() as conn:
             status: str = await conn.execute(
                 QUERIES["record_outcomes"],
                 token,
@@ -165,9 +162,6 @@ class OutboxStore:
                 self._max_attempts,
                 outcomes.retry_in,
             )
-        except CONNECTION_ERRORS:
-            self._outcomes.drop()
-            raise
         return int(status.rsplit(" ", 1)[-1])
 
     async def close(self) -> None:
@@ -195,14 +189,10 @@ class CatalogCacheStore:
         )
 
     async def cached(self, tidal_ids: Sequence[str]) -> dict[str, CatalogTrack | None]:
-        conn = await self._session.connection()
-        try:
+        async with self._session.use() as conn:
             rows = await conn.fetch(
                 QUERIES["catalog_cached"], list(tidal_ids), self._country_code, self._unknown_ttl
             )
-        except CONNECTION_ERRORS:
-            self._session.drop()
-            raise
         return {
             row["tidal_id"]: (
                 None if row["isrc"] is None else CatalogTrack(row["isrc"], row["title"])
@@ -216,12 +206,8 @@ class CatalogCacheStore:
             return
         isrcs = [track.isrc for track in found.values()] + [None] * len(unknown)
         titles = [track.title for track in found.values()] + [None] * len(unknown)
-        conn = await self._session.connection()
-        try:
+        async with self._session.use() as conn:
             await conn.execute(QUERIES["catalog_remember"], ids, self._country_code, isrcs, titles)
-        except CONNECTION_ERRORS:
-            self._session.drop()
-            raise
 
     async def close(self) -> None:
         await self._session.close()
