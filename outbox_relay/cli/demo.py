@@ -737,10 +737,10 @@ async def _print_paths(conn: asyncpg.Connection, env: _Env) -> None:
             f"{p['event_id'] or '-':<30}{run:<28}{shown_point:<14}"
             f"{p['ingestion_status'] or '-'}"
         )
-    if any(p["isrc"] is None for p in paths):
+    if any(p["outbox_id"] is None for p in paths):
         say(
-            "   (the view links an album track to its outbox row by ISRC: one without an ISRC "
-            "has no path; its row, skipped as missing_isrc, is in 6.)"
+            "   (the view links an album track to its outbox row by the listing's ISRC or TIDAL "
+            "id: one with neither has no path; its row, skipped as missing_isrc, is in 6.)"
         )
 
 

@@ -436,6 +436,27 @@ CREATE TABLE library.tracks (
 
 
 --
+-- Name: catalog_tracks; Type: TABLE; Schema: outbox; Owner: -
+--
+
+CREATE TABLE outbox.catalog_tracks (
+    tidal_id text NOT NULL,
+    country_code text NOT NULL,
+    isrc text,
+    title text,
+    looked_up_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT catalog_tracks_tidal_id_check CHECK ((tidal_id ~ '^[0-9]{1,20}$'::text))
+);
+
+
+--
+-- Name: TABLE catalog_tracks; Type: COMMENT; Schema: outbox; Owner: -
+--
+
+COMMENT ON TABLE outbox.catalog_tracks IS 'outbox-relay: what the TIDAL catalog returned per track id and country (isrc NULL: unknown id).';
+
+
+--
 -- Name: messages; Type: TABLE; Schema: outbox; Owner: -
 --
 
@@ -494,7 +515,12 @@ COMMENT ON COLUMN outbox.messages.error_history IS 'Every error charged to the r
 CREATE VIEW library.all_tracks AS
  SELECT 'track'::text AS added_as,
     t.id AS library_id,
-    upper(btrim(t.isrc)) AS isrc,
+    COALESCE(upper(btrim(t.isrc)), ( SELECT upper(btrim(c.isrc)) AS upper
+           FROM (outbox.messages m
+             JOIN outbox.catalog_tracks c ON ((c.tidal_id = m.tidal_id)))
+          WHERE ((m.id = t.outbox_id) AND (c.isrc IS NOT NULL))
+          ORDER BY c.looked_up_at DESC
+         LIMIT 1)) AS isrc,
     t.title,
     t.artist,
     t.album,
@@ -505,14 +531,18 @@ CREATE VIEW library.all_tracks AS
 UNION ALL
  SELECT 'album'::text AS added_as,
     a.id AS library_id,
-    upper(btrim((e.track ->> 'isrc'::text))) AS isrc,
+    COALESCE(upper(btrim((e.track ->> 'isrc'::text))), ( SELECT upper(btrim(c.isrc)) AS upper
+           FROM outbox.catalog_tracks c
+          WHERE ((c.tidal_id = (e.track ->> 'tidalTrackId'::text)) AND (c.isrc IS NOT NULL))
+          ORDER BY c.looked_up_at DESC
+         LIMIT 1)) AS isrc,
     (e.track ->> 'title'::text) AS title,
     COALESCE(NULLIF(btrim((e.track ->> 'artist'::text)), ''::text), a.artist) AS artist,
     a.title AS album,
     a.artwork_url,
     ( SELECT m.id
            FROM outbox.messages m
-          WHERE ((m.parent_id = a.outbox_id) AND (upper(btrim(m.isrc)) = upper(btrim((e.track ->> 'isrc'::text)))))
+          WHERE ((m.parent_id = a.outbox_id) AND ((upper(btrim(m.isrc)) = upper(btrim((e.track ->> 'isrc'::text)))) OR (((e.track ->> 'isrc'::text) IS NULL) AND (m.tidal_id = (e.track ->> 'tidalTrackId'::text)))))
           ORDER BY m.id
          LIMIT 1) AS outbox_id,
     a.added_at
@@ -524,7 +554,7 @@ UNION ALL
 -- Name: VIEW all_tracks; Type: COMMENT; Schema: library; Owner: -
 --
 
-COMMENT ON VIEW library.all_tracks IS 'Every track of library.tracks and library.albums, ISRC normalised.';
+COMMENT ON VIEW library.all_tracks IS 'Every track of library.tracks and library.albums, ISRC normalised (looked up by TIDAL id when none was written).';
 
 
 --
@@ -792,27 +822,6 @@ ALTER TABLE library.tracks ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
     NO MAXVALUE
     CACHE 1
 );
-
-
---
--- Name: catalog_tracks; Type: TABLE; Schema: outbox; Owner: -
---
-
-CREATE TABLE outbox.catalog_tracks (
-    tidal_id text NOT NULL,
-    country_code text NOT NULL,
-    isrc text,
-    title text,
-    looked_up_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT catalog_tracks_tidal_id_check CHECK ((tidal_id ~ '^[0-9]{1,20}$'::text))
-);
-
-
---
--- Name: TABLE catalog_tracks; Type: COMMENT; Schema: outbox; Owner: -
---
-
-COMMENT ON TABLE outbox.catalog_tracks IS 'outbox-relay: what the TIDAL catalog returned per track id and country (isrc NULL: unknown id).';
 
 
 --
@@ -1152,17 +1161,17 @@ GRANT USAGE ON SCHEMA outbox TO outbox_relay_role;
 
 
 --
--- Name: TABLE messages; Type: ACL; Schema: outbox; Owner: -
---
-
-GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE outbox.messages TO outbox_relay_role;
-
-
---
 -- Name: TABLE catalog_tracks; Type: ACL; Schema: outbox; Owner: -
 --
 
 GRANT SELECT,INSERT,UPDATE ON TABLE outbox.catalog_tracks TO outbox_relay_role;
+
+
+--
+-- Name: TABLE messages; Type: ACL; Schema: outbox; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE outbox.messages TO outbox_relay_role;
 
 
 --
