@@ -5,7 +5,11 @@ prefix stripped, as nginx's ``proxy_pass http://relay:9108/;`` does), the Event 
 rejecting one event so that it becomes a dead letter. The operator signs in (a wrong token is
 refused), sees the dead letter, requeues it after a confirmation and watches it turn
 published; searches the track and sees its whole path; a form with a forged CSRF token is
-refused. Each page is screenshotted into docs/admin/ (committed; docs/operations.md shows them).
+refused. Each page is screenshotted into the test's tmp folder, so a run leaves the git tree
+as it found it; ``OUTBOX_UPDATE_SCREENSHOTS=1`` writes them into docs/admin/ instead (committed;
+docs/operations.md shows them), to refresh them after the page changed:
+
+    OUTBOX_UPDATE_SCREENSHOTS=1 scripts/test tests/browser
 
 Chromium: ``/usr/bin/chromium`` (``.ci/run`` installs Debian's package); Playwright's own
 browser download is never used. Skipped, saying why, where Chromium is missing.
@@ -14,6 +18,7 @@ browser download is never used. Skipped, saying why, where Chromium is missing.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -39,7 +44,8 @@ FLAGS = [
 ]
 TOKEN = "browser-admin-token-5e1d"
 PREFIX = "/ops/relay"
-SHOTS = Path(__file__).parents[2] / "docs" / "admin"
+DOCS_SHOTS = Path(__file__).parents[2] / "docs" / "admin"
+UPDATE_SCREENSHOTS = "OUTBOX_UPDATE_SCREENSHOTS"
 ISRC = "USREJ2600001"
 TITLE = "<script>alert('pwned')</script> Night Drive"
 
@@ -106,6 +112,14 @@ async def site(harness: Harness) -> AsyncIterator[tuple[Harness, str]]:
 
 
 @pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where the screenshots go: docs/admin/ when asked, else the test's own tmp folder."""
+    if os.environ.get(UPDATE_SCREENSHOTS) == "1":
+        return DOCS_SHOTS
+    return tmp_path / "screenshots"
+
+
+@pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
@@ -123,9 +137,11 @@ async def _eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: 
         await asyncio.sleep(0.05)
 
 
-async def _shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+async def _shot(page: Page, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / f"{name}.png"
+    await page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 0, shot
 
 
 async def _seed_history(harness: Harness) -> None:
@@ -172,7 +188,7 @@ async def _seed_history(harness: Harness) -> None:
 
 
 async def test_an_operator_finds_and_fixes_a_dead_letter(
-    site: tuple[Harness, str], browser: Browser
+    site: tuple[Harness, str], browser: Browser, shots: Path
 ) -> None:
     harness, admin = site
     await _seed_history(harness)
@@ -211,7 +227,7 @@ async def test_an_operator_finds_and_fixes_a_dead_letter(
     # signed out: every page leads to the sign-in form, under the proxy's prefix
     await page.goto(admin + "dead")
     assert page.url == admin + "signin"
-    await _shot(page, "signin")
+    await _shot(page, shots, "signin")
 
     # a wrong token is refused
     await page.fill("#token", "not-the-token")
@@ -227,14 +243,14 @@ async def test_an_operator_finds_and_fixes_a_dead_letter(
     assert session["httpOnly"] and session["sameSite"] == "Strict"
     assert session["path"] == PREFIX + "/admin"  # scoped by the browser to the prefix
     assert await page.inner_text("#dead-count") == "1"
-    await _shot(page, "overview")
+    await _shot(page, shots, "overview")
 
     # the dead letter, its error and payload; the title is text, never markup
     await page.click("nav >> text=Dead letters")
     row = page.locator("tr[id^=dead-]", has_text="Event data invalid").first
     assert TITLE in await row.inner_text()
     await row.locator("summary").click()
-    await _shot(page, "dead-letters")
+    await _shot(page, shots, "dead-letters")
 
     # a forged CSRF token is refused and moves nothing
     await page.locator("form[action=dead-requeue] input[name=csrf]").evaluate_all(
@@ -252,7 +268,7 @@ async def test_an_operator_finds_and_fixes_a_dead_letter(
         .click()
     )
     assert "Requeue 1 dead letter?" in await page.inner_text("#confirm-question")
-    await _shot(page, "requeue-confirm")
+    await _shot(page, shots, "requeue-confirm")
     await page.click("form.card button[type=submit]")
     assert "Requeued 1 dead letter" in await page.inner_text("#requeued")
 
@@ -275,22 +291,22 @@ async def test_an_operator_finds_and_fixes_a_dead_letter(
     assert TITLE in path and "Pager Duty" in path and "track-ingestion-" + ISRC in path
     # in its error history (a closed <details>: text_content reads it)
     assert "Event data invalid" in (await page.text_content("#live") or "")
-    await _shot(page, "track")
+    await _shot(page, shots, "track")
 
     # by title: a prefix, case-insensitive
     await page.fill("form.search input", "<SCRIPT>alert")
     await page.click("form.search button")
     assert ISRC in await page.inner_text("table")
-    await _shot(page, "search")
+    await _shot(page, shots, "search")
 
     await page.click("nav >> text=Pending")
     assert "backing off after 2 rejection(s)" in await page.inner_text("main")
     assert "leased by relay-b" in await page.inner_text("main")
-    await _shot(page, "pending")
+    await _shot(page, shots, "pending")
 
     await page.click("nav >> text=Scans")
     assert "1 album failed: tags unreadable" in await page.inner_text("main")
-    await _shot(page, "scans")
+    await _shot(page, shots, "scans")
 
     grafana = page.locator("nav >> text=Grafana")
     assert await grafana.get_attribute("href") == "http://grafana.example:3000/d/outbox-relay"
@@ -298,7 +314,7 @@ async def test_an_operator_finds_and_fixes_a_dead_letter(
     await page.click("nav >> text=Overview")
     await page.wait_for_selector("svg rect")
     assert await page.inner_text("#dead-count") == "0"
-    await _shot(page, "overview")
+    await _shot(page, shots, "overview")
 
     # readable on a phone
     phone = await browser.new_context(
@@ -309,7 +325,7 @@ async def test_an_operator_finds_and_fixes_a_dead_letter(
     await mobile.goto(admin)
     width = await mobile.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, "the overview must not scroll sideways on a phone"
-    await _shot(mobile, "overview-phone")
+    await _shot(mobile, shots, "overview-phone")
     await phone.close()
 
     # signing out ends the session
