@@ -114,9 +114,9 @@ async def site(harness: Harness) -> AsyncIterator[tuple[Harness, str]]:
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
     """Where the screenshots go: docs/admin/ when asked, else the test's own tmp folder."""
-    if os.environ.get(UPDATE_SCREENSHOTS) == "1":
-        return DOCS_SHOTS
-    return tmp_path / "screenshots"
+    folder = DOCS_SHOTS if os.environ.get(UPDATE_SCREENSHOTS) == "1" else tmp_path / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture
@@ -138,10 +138,7 @@ async def _eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: 
 
 
 async def _shot(page: Page, folder: Path, name: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / f"{name}.png"
-    await page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 0, shot
+    await page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
 
 
 async def _seed_history(harness: Harness) -> None:
