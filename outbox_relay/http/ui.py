@@ -71,7 +71,8 @@ _CSP: Final = (
 )
 _INSTALLED_TTL: Final = 60.0
 
-_session_key: Final = "outbox_relay.admin_session"
+# A typed key (a plain str key makes aiohttp warn NotAppKeyWarning, an error in the tests)
+_session_key: Final = web.RequestKey("outbox_relay.admin_session", Session)
 
 
 @dataclass(frozen=True, slots=True)
