@@ -5,7 +5,10 @@
 # See docs/operations.md.
 
 # --- build: a virtualenv with the package and its pinned dependencies ------------------------
-FROM python:3.11-slim-bookworm AS build
+# Both stages on one exact Python: 3.11.7, the version the test suite and CI run on (.ci/run
+# uses the machine's Python 3.11, 3.11.7 on the project's machines). A moving tag such as
+# 3.11-slim would change the interpreter under the same Dockerfile; raise this with CI's Python.
+FROM python:3.11.7-slim-bookworm AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -22,7 +25,7 @@ RUN pip install -c constraints.txt . \
     && outbox-relay --help >/dev/null
 
 # --- runtime: the virtualenv on a clean slim image, as a non-root user ------------------------
-FROM python:3.11-slim-bookworm AS runtime
+FROM python:3.11.7-slim-bookworm AS runtime
 
 LABEL org.opencontainers.image.title="outbox-relay" \
       org.opencontainers.image.description="Transactional outbox relay from PostgreSQL to Inngest" \
