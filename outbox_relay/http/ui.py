@@ -45,6 +45,7 @@ from outbox_relay.http.ui_session import (
     SIGNIN_COOKIE,
     Session,
     Sessions,
+    SigninLimiter,
 )
 
 log = structlog.get_logger("outbox_relay.admin")
@@ -112,6 +113,16 @@ class PageMetrics:
             "Time to answer an admin page, by route.",
             ["route"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+        self.signin_failures = Counter(
+            "outbox_relay_admin_signin_failures_total",
+            "Sign-ins to the admin page refused for a wrong token.",
+            registry=registry,
+        )
+        self.signin_limited = Counter(
+            "outbox_relay_admin_signin_limited_total",
+            "Sign-ins refused with 429 because their address gave too many wrong tokens.",
             registry=registry,
         )
 
@@ -308,9 +319,11 @@ def add_ui_routes(
     relay_state: Callable[[], RelayState],
     grafana_url: str | None = None,
     sessions: Sessions | None = None,
+    signin_limiter: SigninLimiter | None = None,
 ) -> None:
     """Mounts the pages under ``/admin/`` (the caller checks that a token is configured)."""
     sessions = sessions or Sessions(token)
+    limiter = signin_limiter or SigninLimiter()
     templates = _templates()
     metrics = PageMetrics(registry)
     pool = _Pool(dsn)
@@ -467,6 +480,26 @@ def add_ui_routes(
         return await signin_form(request)
 
     async def signin_post(request: web.Request) -> web.StreamResponse:
+        # Before the token is even read: a limited address learns nothing from trying.
+        address = request.remote or "unknown"
+        wait = limiter.retry_after(address)
+        if wait is not None:
+            retry_after = max(1, math.ceil(wait))
+            metrics.signin_limited.inc()
+            log.warning(
+                "admin_signin_limited",
+                remote=address,
+                retry_after_s=retry_after,
+                limit=limiter.limit,
+                window_s=limiter.window,
+            )
+            response = await signin_form(
+                request,
+                error=f"Too many wrong tokens from your address: try again in {retry_after} s.",
+                status=429,
+            )
+            response.headers["Retry-After"] = str(retry_after)
+            return response
         form = await request.post()
         given_csrf = form.get("csrf")
         if not sessions.signin_csrf_ok(
@@ -478,10 +511,19 @@ def add_ui_routes(
             )
         given = form.get("token")
         if not isinstance(given, str) or not sessions.token_matches(given, token):
-            log.warning("admin_signin_refused", remote=request.remote)
+            failures = limiter.failed(address)
+            metrics.signin_failures.inc()
+            log.warning(
+                "admin_signin_refused",
+                remote=request.remote,
+                failures=failures,
+                limit=limiter.limit,
+                window_s=limiter.window,
+            )
             return await signin_form(
                 request, error="That token is not the admin token.", status=401
             )
+        limiter.succeeded(address)
         cookie = sessions.issue()
         session = sessions.check(cookie)
         assert session is not None

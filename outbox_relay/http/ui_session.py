@@ -9,6 +9,9 @@ CSRF: every form carries a token derived from the session (HMAC of its nonce und
 key), so a page of another site can neither read nor forge it (the cookie is also
 ``SameSite=Strict``). The sign-in form, before any session, is bound the same way to a random
 pre-session cookie.
+
+Guessing the token: :class:`SigninLimiter` answers 429 to an address after 5 wrong tokens
+within a minute.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -101,3 +106,62 @@ class Sessions:
         if not nonce or given is None:
             return False
         return hmac.compare_digest(given.encode(), self.signin_csrf(nonce).encode())
+
+
+class SigninLimiter:
+    """Failed sign-ins per client address: after ``limit`` wrong tokens within ``window``
+    seconds, the address may not try again until the oldest of them is ``window`` old.
+
+    In memory, per relay process (replicas do not share it): it slows guessing to ``limit``
+    tokens a minute per address and replica. A correct token clears the address's count. The
+    addresses tracked are bounded (``max_addresses``, the one tracked longest dropped first),
+    so a flood from many addresses costs a bounded amount of memory.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int = 5,
+        window: float = 60.0,
+        max_addresses: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._max_addresses = max_addresses
+        self._clock = clock
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, address: str, now: float) -> deque[float] | None:
+        failures = self._failures.get(address)
+        if failures is None:
+            return None
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if not failures:
+            del self._failures[address]
+            return None
+        return failures
+
+    def retry_after(self, address: str) -> float | None:
+        """Seconds until ``address`` may try again, or None when it may now."""
+        now = self._clock()
+        failures = self._recent(address, now)
+        if failures is None or len(failures) < self.limit:
+            return None
+        return failures[-self.limit] + self.window - now
+
+    def failed(self, address: str) -> int:
+        """Records a wrong token from ``address``; returns its failures within the window."""
+        now = self._clock()
+        failures = self._recent(address, now)
+        if failures is None:
+            if len(self._failures) >= self._max_addresses:
+                # the address tracked longest goes first (dicts keep insertion order): O(1)
+                del self._failures[next(iter(self._failures))]
+            failures = self._failures[address] = deque(maxlen=self.limit)
+        failures.append(now)
+        return len(failures)
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)

@@ -121,6 +121,49 @@ async def test_pages_need_a_session_and_sign_in_sets_a_strict_httponly_cookie(
     assert TOKEN not in page
 
 
+async def test_wrong_tokens_are_limited_per_client_address(ui: tuple[Harness, Client]) -> None:
+    """5 wrong tokens within a minute: that address gets 429 with Retry-After, even with the
+    right token; another address signs in; counted, and logged with the address."""
+    _, client = ui
+    with capture_logs() as logs:
+        for _ in range(5):
+            assert await client.sign_in("wrong-token") == 401
+        _, form = await client.get("/admin/signin")
+        match = CSRF.search(form)
+        assert match
+        async with client.http.post(
+            client.base + "/admin/signin",
+            data={"csrf": match[1], "token": TOKEN},
+            allow_redirects=False,
+        ) as response:
+            assert response.status == 429
+            retry_after = int(response.headers["Retry-After"])
+            assert 1 <= retry_after <= 60
+            page = await response.text()
+        assert f"Too many wrong tokens from your address: try again in {retry_after} s." in page
+        assert TOKEN not in page
+
+        # the limit is the address's: a client from 127.0.0.2 is not held up
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0)),
+        ) as other:
+            assert await Client(other, client.base).sign_in() == 303
+
+    refused = [e for e in logs if e["event"] == "admin_signin_refused"]
+    assert [e["failures"] for e in refused] == [1, 2, 3, 4, 5]
+    assert all(e["remote"] == "127.0.0.1" for e in refused)
+    [limited] = [e for e in logs if e["event"] == "admin_signin_limited"]
+    assert limited["remote"] == "127.0.0.1" and limited["retry_after_s"] == retry_after
+    assert limited["log_level"] == "warning"
+    _, metrics = await client.get("/metrics")
+    assert "outbox_relay_admin_signin_failures_total 5.0" in metrics
+    assert "outbox_relay_admin_signin_limited_total 1.0" in metrics
+    assert (
+        'outbox_relay_admin_page_requests_total{route="/admin/signin",status="429"} 1.0' in metrics
+    )
+
+
 async def test_the_json_endpoints_keep_their_bearer_token(ui: tuple[Harness, Client]) -> None:
     _, client = ui
     await client.sign_in()

@@ -1,4 +1,5 @@
-"""Admin page sessions and CSRF tokens: forged, expired and foreign cookies are refused."""
+"""Admin page sessions and CSRF tokens: forged, expired and foreign cookies are refused; wrong
+tokens are limited per address."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from outbox_relay.config import Settings
-from outbox_relay.http.ui_session import SESSION_SECONDS, Sessions
+from outbox_relay.http.ui_session import SESSION_SECONDS, Sessions, SigninLimiter
 
 
 def test_a_session_is_accepted_until_it_expires() -> None:
@@ -59,3 +60,29 @@ def test_the_grafana_link_must_be_http(url: str) -> None:
     assert Settings(grafana_url=" https://g.example/d/outbox-relay ").grafana_url == (
         "https://g.example/d/outbox-relay"
     )
+
+
+def test_the_signin_limiter_counts_wrong_tokens_per_address_within_its_window() -> None:
+    now = [1000.0]
+    limiter = SigninLimiter(limit=3, window=60.0, clock=lambda: now[0])
+    for n in (1, 2, 3):
+        assert limiter.retry_after("10.0.0.1") is None
+        assert limiter.failed("10.0.0.1") == n
+        now[0] += 10
+    # three wrong tokens at 1000, 1010, 1020; at 1030 the oldest leaves the window at 1060
+    assert limiter.retry_after("10.0.0.1") == pytest.approx(30.0)
+    assert limiter.retry_after("10.0.0.2") is None  # another address is not held up
+    now[0] = 1060.0
+    assert limiter.retry_after("10.0.0.1") is None
+    assert limiter.failed("10.0.0.1") == 3  # 1010, 1020, 1060: limited again
+    assert limiter.retry_after("10.0.0.1") == pytest.approx(10.0)
+    limiter.succeeded("10.0.0.1")  # a correct token clears the count
+    assert limiter.retry_after("10.0.0.1") is None
+
+
+def test_the_signin_limiter_tracks_a_bounded_number_of_addresses() -> None:
+    limiter = SigninLimiter(limit=1, window=60.0, max_addresses=2, clock=lambda: 0.0)
+    for address in ("a", "b", "c"):
+        limiter.failed(address)
+    assert limiter.retry_after("a") is None  # tracked longest, dropped for "c"
+    assert limiter.retry_after("b") == limiter.retry_after("c") == 60.0
