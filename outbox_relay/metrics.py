@@ -189,6 +189,13 @@ class RelayMetrics:
             _DURATION_BUCKETS,
             {"status_class": ("2xx", "4xx", "5xx", "error")},
         )
+        self.request_budget_wait = m.counter(
+            "request_budget_wait_seconds_total",
+            "Seconds spent waiting for the client-side request budget, by the rule that made "
+            "the relay wait: pace (its next slot) or window (the server's window was full; "
+            "requests sent one at a time never wait for it).",
+            {"rule": ("pace", "window")},
+        )
         self.wakeups = m.counter(
             "wakeups_total",
             "Loop wake-ups by cause (notify, poll, backlog, reconnect).",

@@ -167,7 +167,7 @@ class RelayService:
             "relay_http_listening",
             port=self.http_port,
             event_api=self.settings.event_api_origin(),
-            request_budget=_describe_budget(self.settings.request_budget()),
+            request_budget=self.publisher.describe_budget(),
             qdrant=self.settings.qdrant_url or f"embedded:{self.settings.qdrant_path}",
             catalog=self.settings.tidal_api_base_url if self.catalog is not None else "none",
             replica_id=self.settings.replica_id,
@@ -222,7 +222,3 @@ class RelayService:
 
     def _on_startup_problem(self, problem: str | None) -> None:
         self._startup_problem = f"waiting for the database: {problem}" if problem else None
-
-
-def _describe_budget(budget: tuple[int, float] | None) -> str:
-    return "none" if budget is None else f"{budget[0]} requests / {budget[1]:g} s, paced"

@@ -243,10 +243,13 @@ async def test_a_probe_fails_on_anything_else(status: int, body: bytes, cause: s
 
 
 def test_the_budget_paces_after_a_small_burst() -> None:
-    """Inngest Cloud's 75 per 5 s: a burst of 3, then one request every 5/75 s — not 75 at
-    once and then a wait for the rest of the window. (The algorithm, on a clock of its own.)"""
+    """Inngest Cloud's 75 per 5 s: a burst of 3, then one request a slot — not 75 at once and
+    then a wait for the rest of the window. The burst comes out of the window's 75, so a slot
+    is 5 s / 73. (The algorithm, on a clock of its own.)"""
     budget = RequestBudget(75, 5.0)
-    slot = 5.0 / 75
+    slot = 5.0 / 73
+    assert budget.interval == pytest.approx(slot)
+    assert budget.describe() == "75 requests / 5 s, paced: one per 68.5 ms after a burst of 3"
     now = 1000.0
     for _ in range(3):
         assert budget._delay(now) == pytest.approx(0.0, abs=1e-9)
@@ -263,6 +266,54 @@ def test_the_budget_paces_after_a_small_burst() -> None:
     assert budget._delay(now) == pytest.approx(slot)
 
 
+@pytest.mark.parametrize("answer_s", [0.0, 0.002, 0.05, 0.2])
+def test_a_burst_is_never_paid_back_by_a_stall_a_window_later(answer_s: float) -> None:
+    """A relay with work all the time sends one request at a time, each as soon as the budget
+    lets it, after a quiet spell that refilled the burst. Paced at 5 s / 75 with a burst of 3,
+    the window rule (75 answers per 5 s) stopped it one window after the burst for the burst's
+    extra slots: the rows that came meanwhile waited about three slots (issue 10 §1, B2's
+    p99 of 170-200 ms). Now no request ever waits more than one slot, the window rule never
+    has to act, and the server still never sees more than 75 requests in any 5 s, whenever
+    between sending and answering it counts each. (Decisions on the budget's own clock.)"""
+    waits: list[tuple[str, float]] = []
+    budget = RequestBudget(75, 5.0, on_wait=lambda rule, s: waits.append((rule, s)))
+    now = 1000.0
+    sends: list[float] = []
+    answers: list[float] = []
+    delays: list[float] = []
+    rules: set[str] = set()
+    for _ in range(4 * 75):  # four windows
+        delay, rule = budget._wait(now)
+        delays.append(delay)
+        if delay > 0:
+            rules.add(rule)
+        now += delay
+        sends.append(budget._take(now))
+        now += answer_s
+        budget.settle(sends[-1], now)
+        answers.append(now)
+    assert delays[:3] == [0.0, 0.0, 0.0]  # the burst, after the quiet spell
+    assert max(delays) <= budget.interval + 1e-9  # never more than one slot
+    assert rules <= {"pace"}  # the window rule never had to act
+    # Each event's count lands somewhere between its sending and its answer: whatever the
+    # server's instant, any 76 consecutive requests span more than a window.
+    assert min(s - a for a, s in zip(answers, sends[75:], strict=False)) >= 5.0 - 1e-9
+    assert waits == []  # _wait only computes; nothing was slept or reported
+
+
+def test_the_window_rule_still_acts_for_requests_sent_concurrently() -> None:
+    """Requests that overlap (never the relay's, which sends one at a time) can fill the
+    window while the pace allows more: the window rule stops the next one, counting each
+    from its answer."""
+    budget = RequestBudget(3, 1.0)
+    now = 1000.0
+    marks = [budget._take(now) for _ in range(3)]  # the burst, all three in flight
+    for mark in marks:
+        budget.settle(mark, now + 0.9)  # slow answers
+    assert budget._wait(now + 1.4) == (pytest.approx(0.5), "window")
+    assert budget._wait(now + 1.9) == (0.0, "pace")
+
+
 def test_the_budget_never_lets_the_window_overflow() -> None:
     """Even paced, the answers-counted window cap holds: requests still unanswered count."""
     budget = RequestBudget(4, 1.0, burst=4)
@@ -271,7 +322,7 @@ def test_the_budget_never_lets_the_window_overflow() -> None:
         budget._take(now)
         now += 0.25  # exactly paced
     assert budget._delay(now) == pytest.approx(0.0, abs=1e-9)  # the first left the window
-    budget.settle(budget._take(now))  # answered at once: counts from now
+    budget.settle(budget._take(now), now)  # answered at once: counts from now
     assert budget._delay(now) > 0
 
 
