@@ -2,11 +2,14 @@
 
 A real ``prometheus`` server (Debian: ``apt-get install prometheus``) scrapes a relay running as
 an OS process (``python -m outbox_relay relay``) every second while it handles a small workload
-with publishes, skips, an outage (503), a rejection and a dead letter. Then every PromQL
-expression of ``grafana/dashboards/outbox-relay.json`` and ``prometheus/alerts.yml`` is evaluated
-through ``/api/v1/query`` and must answer with data: a misspelt metric or label would give an
-empty result, and an alert on it would never fire. The same module checks the rule and config
-files with ``promtool``, the compose file with ``docker compose config``, and the Dockerfile.
+with publishes, skips, an outage (503), a rejection and a dead letter; and the ingestion worker
+(``python -m outbox_relay worker``), run by the stand-in as Inngest's executor, whose embedder
+(a loopback text-embeddings-inference server) fails one track a wave, so a run fails for good.
+Then every PromQL expression of ``grafana/dashboards/outbox-relay.json`` and
+``prometheus/alerts.yml`` is evaluated through ``/api/v1/query`` and must answer with data: a
+misspelt metric or label would give an empty result, and an alert on it would never fire. The
+same module checks the rule and config files with ``promtool``, the compose file with ``docker
+compose config``, and the Dockerfile.
 
 Waits poll Prometheus's API with a deadline; nothing sleeps for a fixed time.
 """
@@ -32,10 +35,13 @@ import aiohttp
 import psycopg
 import pytest
 import pytest_asyncio
+from aiohttp import web
 
+from outbox_relay.adapters.embeddings import LexicalEmbedder
 from outbox_relay.testing.audio import write_album
 from outbox_relay.testing.inngest import EventApiStandIn, Reject, Status5xx
 from outbox_relay.testing.postgres import free_port
+from outbox_relay.testing.relay_process import WORKER_TEST_ENV, spawn_worker
 
 from relay.harness import Harness
 
@@ -56,10 +62,15 @@ INSTALL_HINT = "apt-get update && apt-get install -y --no-install-recommends pro
 
 JOB = "outbox-relay"  # what prometheus/alerts.yml selects
 SCAN_JOB = "outbox-relay-scan"  # ... for the inbound scan
+WORKER_JOB = "outbox-relay-worker"  # ... for the ingestion worker
 REPLICA = "ops-relay"
 REJECTED_ISRCS = ("USREJ0000001", "USREJ0000002")  # one a wave
 INDEXED_ISRCS = ("USIDX0000001", "USIDX0000002")
 VALID_TRACKS = 5
+# A track the embedder refuses (its title has this in it): with no retries, its run fails.
+UNEMBEDDABLE = "Unembeddable"
+FAILING_ISRCS = ("USFAI0000001", "USFAI0000002")  # one a wave
+EMBEDDING_DIMENSIONS = 32
 
 module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -94,6 +105,20 @@ EXPECTED_METRICS = {
         "qdrant_check_duration_seconds",
         "event_api_request_duration_seconds",
     )
+    for suffix in ("bucket", "count", "sum")
+}
+
+
+EXPECTED_WORKER_METRICS = {
+    "outbox_relay_worker_runs_started_total",
+    "outbox_relay_worker_runs_completed_total",
+    "outbox_relay_worker_runs_failed_total",
+    "outbox_relay_worker_step_errors_total",
+    "outbox_relay_worker_reprocess_unknown_isrcs_total",
+    "outbox_relay_worker_build_info",
+} | {
+    f"outbox_relay_worker_{histogram}_{suffix}"
+    for histogram in ("step_duration_seconds", "ingestion_duration_seconds")
     for suffix in ("bucket", "count", "sum")
 }
 
@@ -236,7 +261,27 @@ def _start_scan(dsn: str, tmp: Path, port: int) -> subprocess.Popen[bytes]:
         )
 
 
-def _prometheus_config(relay_port: int, scan_port: int) -> str:
+async def _start_embedder() -> tuple[web.AppRunner, str]:
+    """A loopback text-embeddings-inference server (``POST /embed``) that answers 503 for a text
+    with UNEMBEDDABLE in it and embeds every other one."""
+    embedder = LexicalEmbedder(EMBEDDING_DIMENSIONS)
+
+    async def embed(request: web.Request) -> web.Response:
+        inputs = (await request.json())["inputs"]
+        if any(UNEMBEDDABLE in text for text in inputs):
+            return web.Response(status=503, text="cannot embed this one")
+        return web.json_response(await embedder.embed(inputs))
+
+    app = web.Application()
+    app.router.add_post("/embed", embed)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+def _prometheus_config(relay_port: int, scan_port: int, worker_port: int) -> str:
     # JSON is YAML: no YAML library needed to write the config.
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
@@ -244,6 +289,10 @@ def _prometheus_config(relay_port: int, scan_port: int) -> str:
         "scrape_configs": [
             {"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{relay_port}"]}]},
             {"job_name": SCAN_JOB, "static_configs": [{"targets": [f"127.0.0.1:{scan_port}"]}]},
+            {
+                "job_name": WORKER_JOB,
+                "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}],
+            },
         ],
     }
     return json.dumps(config, indent=2)
@@ -281,10 +330,30 @@ async def prometheus(
     dsn = pg_server.create_database(dbname, template=template_database.name)
     proc: subprocess.Popen[bytes] | None = None
     scan: subprocess.Popen[bytes] | None = None
+    embedder: web.AppRunner | None = None
     try:
         async with EventApiStandIn() as standin, aiohttp.ClientSession() as http:
             harness = Harness(dsn, standin, tmp)
             try:
+                # The worker first, synced with the stand-in, so every published event runs.
+                embedder, embedding_url = await _start_embedder()
+                worker = spawn_worker(
+                    name="ops-worker",
+                    dsn=dsn,
+                    event_api_base_url=standin.base_url,
+                    log_dir=tmp,
+                    qdrant_path=tmp / "qdrant-worker",
+                    with_relay=False,
+                    env={
+                        **WORKER_TEST_ENV,
+                        "EMBEDDING_URL": embedding_url,
+                        "EMBEDDING_DIMENSIONS": str(EMBEDDING_DIMENSIONS),
+                        "OUTBOX_WORKER_RETRIES": "0",
+                    },
+                )
+                harness.processes.append(worker)
+                await worker.wait_ready()
+                await standin.sync(worker.serve_url)
                 await harness.seed_indexed(INDEXED_ISRCS, path=tmp / f"qdrant-{REPLICA}")
                 relay = harness.spawn_relay(
                     name=REPLICA,
@@ -299,7 +368,7 @@ async def prometheus(
 
                 port = free_port()
                 config = tmp / "prometheus.yml"
-                config.write_text(_prometheus_config(relay.http_port, scan_port))
+                config.write_text(_prometheus_config(relay.http_port, scan_port, worker.http_port))
                 log_path = tmp / "prometheus.log"
                 proc = _start_prometheus(config, tmp / "tsdb", port, log_path)
                 prom = Prometheus(f"http://127.0.0.1:{port}", http, f"127.0.0.1:{relay.http_port}")
@@ -337,7 +406,8 @@ async def prometheus(
                     await harness.enqueue_track("not-an-isrc")
                     await harness.enqueue_track(INDEXED_ISRCS[wave - 1])
                     await harness.enqueue_track(REJECTED_ISRCS[wave - 1])
-                    await harness.wait_settled(expected=wave * (VALID_TRACKS + 4), timeout=30)
+                    await harness.enqueue_track(FAILING_ISRCS[wave - 1], title=UNEMBEDDABLE)
+                    await harness.wait_settled(expected=wave * (VALID_TRACKS + 5), timeout=30)
                     # Until Prometheus has scraped the outcome (gauges refresh every 0.5 s) and
                     # holds at least two samples of every series.
                     for expr in (
@@ -347,6 +417,9 @@ async def prometheus(
                         "outbox_relay_pending_rows == 0",
                         f'outbox_relay_publish_failures_total{{cause="5xx"}} >= {wave}',
                         "count(outbox_relay_events_skipped_total) >= 3",
+                        # the worker ran the published tracks: all indexed but the unembeddable
+                        f"sum(outbox_relay_worker_runs_completed_total) >= {wave * VALID_TRACKS}",
+                        f"sum(outbox_relay_worker_runs_failed_total) >= {wave}",
                         *(
                             f"min(count_over_time({name}[1m])) >= 2"
                             for name in (
@@ -354,12 +427,16 @@ async def prometheus(
                                 "outbox_relay_publish_failures_total",
                                 "outbox_relay_wakeups_total",
                                 "outbox_relay_event_api_request_duration_seconds_count",
+                                "outbox_relay_worker_step_errors_total",
+                                "outbox_relay_worker_step_duration_seconds_count",
                             )
                         ),
                     ):
                         await prom.until_value(expr)
                 yield prom
             finally:
+                if embedder is not None:
+                    await embedder.cleanup()
                 if proc is not None:
                     proc.send_signal(signal.SIGTERM)
                     try:
@@ -401,6 +478,10 @@ async def test_every_metric_is_scraped(prometheus: Prometheus) -> None:
     info = await prometheus.results("outbox_relay_build_info")
     assert [row["metric"]["replica_id"] for row in info] == [REPLICA]
     assert info[0]["metric"]["version"]
+
+    rows = await prometheus.results(f'count by (__name__) ({{job="{WORKER_JOB}"}})')
+    worker_names = {row["metric"]["__name__"] for row in rows}
+    assert sorted(EXPECTED_WORKER_METRICS - worker_names) == []
 
 
 @module_loop
@@ -465,8 +546,9 @@ async def test_alert_rules_are_loaded_healthy_and_evaluate(prometheus: Prometheu
 
 @module_loop
 async def test_dead_letter_and_publish_error_alerts_go_pending(prometheus: Prometheus) -> None:
-    """The workload made a dead letter and a 503: those two alerts start counting their `for:`."""
-    wanted = {"OutboxRelayDeadLetters", "OutboxRelayPublishErrors"}
+    """The workload made a dead letter, a 503 and a failed ingestion run (1 in 6 a wave): those
+    three alerts start counting their `for:`."""
+    wanted = {"OutboxRelayDeadLetters", "OutboxRelayPublishErrors", "OutboxRelayWorkerFailureRate"}
 
     async def active() -> bool:
         body = await prometheus.api("alerts")
@@ -476,9 +558,16 @@ async def test_dead_letter_and_publish_error_alerts_go_pending(prometheus: Prome
     await prometheus.until(active, f"{sorted(wanted)} pending")
     body = await prometheus.api("alerts")
     names = {a["labels"]["alertname"] for a in body["data"]["alerts"]}
-    # A healthy relay: not down, ready, connected, no lag.
+    # A healthy relay: not down, ready, connected, no lag; a worker that is up and runs events.
     assert names.isdisjoint(
-        {"OutboxRelayDown", "OutboxRelayNotReady", "OutboxRelayListenDown", "OutboxRelayLagHigh"}
+        {
+            "OutboxRelayDown",
+            "OutboxRelayNotReady",
+            "OutboxRelayListenDown",
+            "OutboxRelayLagHigh",
+            "OutboxRelayWorkerDown",
+            "OutboxRelayIngestionStalled",
+        }
     ), names
 
 
