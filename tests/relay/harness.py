@@ -12,18 +12,21 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
-from prometheus_client import CollectorRegistry
-from qdrant_client import AsyncQdrantClient, models
 
-from outbox_relay.apps.relay import RelayService
-from outbox_relay.config import Settings
 from outbox_relay.domain.isrc import point_id
-from outbox_relay.testing.inngest import EventApiStandIn
-from outbox_relay.testing.relay_process import TEST_ENV, RelayProcess, spawn_relay
+
+# The relay, Qdrant's client and the stand-in are imported where they are used: this module is a
+# plugin of every pytest process (tests/conftest.py), the xdist controller and one-file runs of
+# tests that use none of them included, and qdrant-client alone takes ~1.5 s to import.
+if TYPE_CHECKING:
+    from outbox_relay.apps.relay import RelayService
+    from outbox_relay.config import Settings
+    from outbox_relay.testing.inngest import EventApiStandIn
+    from outbox_relay.testing.relay_process import RelayProcess
 
 FAST = {
     "poll_interval": 0.2,
@@ -91,6 +94,8 @@ class Harness:
     # -- parts ---------------------------------------------------------------------------------
 
     def settings(self, **overrides: Any) -> Settings:
+        from outbox_relay.config import Settings
+
         values: dict[str, Any] = {
             "database_url": self.dsn,
             "inngest_event_api_base_url": self.standin.base_url,
@@ -105,6 +110,10 @@ class Harness:
         return Settings(**values)
 
     async def start_relay(self, **overrides: Any) -> RunningRelay:
+        from prometheus_client import CollectorRegistry
+
+        from outbox_relay.apps.relay import RelayService
+
         service = RelayService(self.settings(**overrides), registry=CollectorRegistry())
         relay = RunningRelay(service, asyncio.create_task(service.run()))
         self.relays.append(relay)
@@ -115,17 +124,22 @@ class Harness:
         *,
         name: str = "relay",
         dsn: str | None = None,
-        env: Mapping[str, str] = TEST_ENV,
+        env: Mapping[str, str] | None = None,
         **overrides: str,
     ) -> RelayProcess:
-        """A relay as a real OS process (:func:`spawn_relay`); returns once started, not ready."""
+        """A relay as a real OS process (:func:`spawn_relay`); returns once started, not ready.
+
+        ``env`` defaults to :data:`outbox_relay.testing.relay_process.TEST_ENV`.
+        """
+        from outbox_relay.testing.relay_process import TEST_ENV, spawn_relay
+
         self.spawned += 1
         process = spawn_relay(
             name=name,
             dsn=dsn or self.dsn,
             event_api_base_url=self.standin.base_url,
             log_dir=self.tmp,
-            env={**env, **overrides},
+            env={**(TEST_ENV if env is None else env), **overrides},
         )
         self.processes.append(process)
         return process
@@ -135,6 +149,8 @@ class Harness:
 
     async def seed_indexed(self, isrcs: Iterable[str], path: Path | None = None) -> None:
         """Puts points for these ISRCs into embedded Qdrant (before a relay opens the folder)."""
+        from qdrant_client import AsyncQdrantClient, models
+
         client = AsyncQdrantClient(path=str(path or self.tmp / "qdrant"))
         try:
             if not await client.collection_exists("tracks"):
@@ -227,6 +243,8 @@ class Harness:
 
 @pytest.fixture
 async def standin() -> AsyncIterator[EventApiStandIn]:
+    from outbox_relay.testing.inngest import EventApiStandIn
+
     async with EventApiStandIn() as api:
         yield api
 
