@@ -281,6 +281,50 @@ def pg_query() -> PgQuery:
 
 
 # --------------------------------------------------------------------------------------------
+# Both cores (pytest-xdist)
+# --------------------------------------------------------------------------------------------
+#
+# pyproject's addopts asks for ``-n auto``; this hook decides what "auto" is. A run over several
+# test files gets a worker a core: each worker starts its own PostgreSQL and migrates its own
+# template (the session fixtures above, once per worker), about 2-3 s of start-up that the
+# quick tier wins back many times. A run of one file (or of tests in one file) stays in this
+# process: it starts fastest there, and --pdb, -s and print debugging behave as usual.
+# ``-n N`` sets the number, ``-n 0`` runs in this process whatever the selection, and
+# PYTEST_XDIST_AUTO_NUM_WORKERS=N overrides "auto" as xdist documents.
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """Workers for ``-n auto``: one a usable core, none for a run of a single test file."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None  # xdist's own implementation reads it
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    files = _selected_test_files(config)
+    if (cores or 1) < 2 or files < 2:
+        return 0
+    return min(cores or 1, files)
+
+
+def _selected_test_files(config: pytest.Config) -> int:
+    """How many test files the command line's paths (or ``testpaths``) name, before collection."""
+    import fnmatch
+
+    patterns = config.getini("python_files")
+    count = 0
+    for arg in config.args:
+        path = config.invocation_params.dir / arg.split("::", 1)[0]
+        if path.is_dir():
+            count += sum(
+                1
+                for found in path.rglob("*.py")
+                if any(fnmatch.fnmatch(found.name, pattern) for pattern in patterns)
+            )
+        else:
+            count += 1  # a file, a node id, or something pytest will complain about itself
+    return count
+
+
+# --------------------------------------------------------------------------------------------
 # The suite leaves nothing in /tmp
 # --------------------------------------------------------------------------------------------
 #
@@ -364,9 +408,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     base: Path | None = _TMP_STATE.get("base")
     if base is None:
         return
-    leftovers = _leftovers(base)
+    config = session.config
+    # An xdist worker's folder sits inside the controller's (it inherits TMPDIR); it checks its
+    # own and its own PostgreSQL folders, and hands what it found to the controller, which
+    # reports and fails the run (a worker's summary is never shown).
+    leftovers = config.stash.get(_LEFTOVERS, []) + _leftovers(base)
+    if hasattr(config, "workeroutput"):
+        config.workeroutput["leftovers"] = leftovers
     if leftovers:
-        session.config.stash[_LEFTOVERS] = leftovers
+        config.stash[_LEFTOVERS] = leftovers
         if session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     shutil.rmtree(base, ignore_errors=True)
@@ -379,6 +429,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 _LEFTOVERS = pytest.StashKey[list[str]]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """In the xdist controller: collects what a worker found left behind (before our finish)."""
+    found = getattr(node, "workeroutput", {}).get("leftovers", [])
+    if found:
+        node.config.stash[_LEFTOVERS] = node.config.stash.get(_LEFTOVERS, []) + found
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

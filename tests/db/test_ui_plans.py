@@ -22,6 +22,9 @@ import pytest
 from outbox_relay.db.queries import QUERIES
 from outbox_relay.db.ui import FIRST_ID
 
+# One xdist worker runs the whole module: the 60,000-row seed (~2 s) is made once, not twice.
+pytestmark = pytest.mark.xdist_group("ui_plans")
+
 # The tables the page reads (pg_class and pg_stats of the overview are catalogs, tiny).
 TABLES = {"messages", "tracks", "albums", "staging_items", "scan_runs", "track_ingestion"}
 

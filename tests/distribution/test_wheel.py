@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-# Slow (builds and installs the wheel): CI runs it, -m "not slow" leaves it out.
-pytestmark = pytest.mark.slow
+# Slow (builds and installs the wheel): CI runs it, -m "not slow" leaves it out. One xdist
+# worker runs the whole module: one wheel build, not one a worker from the same source tree.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("wheel")]
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "migrations"

@@ -45,8 +45,9 @@ from outbox_relay.testing.relay_process import WORKER_TEST_ENV, spawn_worker
 
 from relay.harness import Harness
 
-# Slow (a real Prometheus and promtool): CI runs it, -m "not slow" leaves it out.
-pytestmark = pytest.mark.slow
+# Slow (a real Prometheus and promtool): CI runs it, -m "not slow" leaves it out. One xdist
+# worker runs the whole module: its Prometheus and relays are started once, not once a worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("prometheus")]
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "grafana" / "dashboards" / "outbox-relay.json"
