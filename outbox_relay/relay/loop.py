@@ -263,6 +263,10 @@ class Relay:
             # Nothing to claim: let the last batch's outcome land before sleeping, so that an
             # idle relay has recorded everything it did.
             await self._await_recording()
+        if self._stop.is_set():
+            # stop() sets the wake-up too, but a claim since then may have cleared it (each claim
+            # clears it first): without this, a stopping relay slept a whole poll interval.
+            return
         self.idle.set()
         try:
             woke = await wait_event(self._wake, self._config.poll_interval)

@@ -487,6 +487,33 @@ async def test_a_notification_wakes_an_idle_relay_and_is_counted_as_such() -> No
         )
 
 
+class StopsDuringATurn(FakePublisher):
+    """A request budget's wait for a slot during which the relay is told to stop (SIGTERM)."""
+
+    relay: Relay | None = None
+
+    async def wait_turn(self) -> None:
+        await super().wait_turn()
+        if self.relay is not None and self.turns == 2:
+            self.relay.stop()
+
+
+async def test_a_stop_before_a_claim_never_waits_out_the_poll_interval() -> None:
+    """The claim clears the wake-up that stop() set; the idle wait must still see the stop.
+
+    It used to sleep the whole poll interval first (a relay test's teardown waited 10 s).
+    """
+    publisher = StopsDuringATurn(request_timeout=1.0)
+    config = dataclasses.replace(CONFIG, poll_interval=3600.0)
+    async with relay_on_fakes(config, publisher=publisher, start=False) as rig:
+        publisher.relay = rig.relay
+        ids = rig.tracks(3)
+        rig.task = asyncio.create_task(rig.relay.run())
+        await asyncio.wait_for(rig.task, 5)
+    assert publisher.turns == 2
+    assert {rig.table.rows[i].status for i in ids} == {"published"}
+
+
 async def test_stop_lets_the_batch_in_flight_finish_and_be_recorded() -> None:
     publisher = FakePublisher(request_timeout=1.0, latency=0.2)
     async with relay_on_fakes(publisher=publisher) as rig:
