@@ -288,16 +288,20 @@ def pg_query() -> PgQuery:
 # test files gets a worker a core: each worker starts its own PostgreSQL and migrates its own
 # template (the session fixtures above, once per worker), about 2-3 s of start-up that the
 # quick tier wins back many times. A run of one file (or of tests in one file) stays in this
-# process: it starts fastest there, and --pdb, -s and print debugging behave as usual.
-# ``-n N`` sets the number, ``-n 0`` runs in this process whatever the selection, and
-# PYTEST_XDIST_AUTO_NUM_WORKERS=N overrides "auto" as xdist documents.
+# process: it starts fastest there, and --pdb and print debugging behave as usual. So does a run
+# with -s (``--capture=no``): a worker's output never reaches the terminal, and the fault tests'
+# FIGURE lines are read that way (docs/reliability.md). ``-n N`` sets the number, ``-n 0`` runs
+# in this process whatever the selection, and PYTEST_XDIST_AUTO_NUM_WORKERS=N overrides "auto"
+# as xdist documents.
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """Workers for ``-n auto``: one a usable core, none for a run of a single test file."""
+    """Workers for ``-n auto``: one a usable core; none for a single test file or with -s."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None  # xdist's own implementation reads it
+    if config.getoption("capture") == "no":
+        return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     files = _selected_test_files(config)
     if (cores or 1) < 2 or files < 2:

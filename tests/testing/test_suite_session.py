@@ -3,7 +3,7 @@
 A run fails, naming the file, when a test leaves something in the session's temporary folder,
 and removes that folder whatever happened: in one process and with xdist workers (each worker
 checks its own folder and hands what it found to the controller, which reports it). ``-n auto``
-runs one test file in the process itself and several on a worker a core.
+runs one test file (or any run with ``-s``) in the process itself and several on a worker a core.
 """
 
 from __future__ import annotations
@@ -116,3 +116,7 @@ def test_auto_runs_one_file_in_process_and_several_on_workers(child_suite: Path)
     assert "1 passed" in both.stdout
     assert "files the tests left behind" not in both.stdout
     assert list(tmp.iterdir()) == []
+
+    # -s asks to see the tests' output, which a worker's would never reach
+    shown, _ = _run(child_suite, "-n", "auto", "-s", "-k", "tidy and not untidy", workers=False)
+    assert shown.returncode == pytest.ExitCode.OK, shown.stdout + shown.stderr
