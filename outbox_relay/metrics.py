@@ -198,8 +198,8 @@ class RelayMetrics:
         )
         self.wakeups = m.counter(
             "wakeups_total",
-            "Loop wake-ups by cause (notify, poll, backlog, reconnect).",
-            {"cause": ("notify", "poll", "backlog", "reconnect")},
+            "Loop wake-ups by cause (notify, poll, backlog, reconnect, awake: claimed unprompted).",
+            {"cause": ("notify", "poll", "backlog", "reconnect", "awake")},
         )
         self.step_downs = m.counter(
             "step_downs_total",

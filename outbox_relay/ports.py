@@ -105,11 +105,13 @@ class Outbox(Protocol):
     owes_sweep: bool
 
     async def claim(
-        self, limit: int, *, wake: bool = True
+        self, limit: int, *, wake: bool = True, awake_after: int = 0
     ) -> tuple[uuid.UUID, Sequence[ClaimedRow]]:
         """Claims up to ``limit`` claimable rows under a fresh token, oldest
         ``next_attempt_at`` first (then by id). With ``wake``, takes BUSY first when no relay
-        holds it (and then ``owes_sweep``); the sweep before sleeping claims without it.
+        holds it (and then ``owes_sweep``); the sweep before sleeping claims without it, and
+        with ``awake_after`` takes it just after a claim that found at least that many rows
+        (rows are still coming: the relay stays awake).
 
         An album row is fanned out by the same claim: it is returned finished (``fanned_out``,
         or ``skipped`` as ``no_tracks`` when it has no tracks) with its ``track_count``,

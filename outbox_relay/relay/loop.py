@@ -57,6 +57,14 @@ _GATE_RETRY_FIRST = 0.001
 _GATE_RETRY_CAP = 0.05
 # How long a stopping relay waits for those writers before it wakes the other relays anyway.
 _HAND_OVER_WAIT = 2.0
+# A relay that holds BUSY and whose claim found rows stays awake (docs/wakeups.md, "Staying
+# awake"): it sends its next claim this much per row found (at most the cap) after the last,
+# or at once if its batch took longer, so that the rows of a fast stream gather into batches
+# instead of costing a claim, a request and an outcome each; a claim that found fewer than
+# _GATHER_MIN_ROWS (a trickle) steps down at once, as before, and writers wake it again.
+_GATHER_MIN_ROWS = 2
+_GATHER_PER_ROW = 0.0004
+_GATHER_CAP = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +192,11 @@ class Relay:
         # Why the database check of /readyz fails, while it does.
         self._database_problem = "no batch claimed yet"
         self.batches = 0
+        # Staying awake (_gather): the pause after the last claim that found rows, when the
+        # batch in hand was claimed (time.monotonic()), the stretch's claims and rows so far.
+        self._pause = 0.0
+        self._claim_sent = 0.0
+        self._awake_claims = self._awake_rows = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -241,6 +254,8 @@ class Relay:
                     if claimed >= self._config.batch_size:
                         self._metrics.wakeups.labels(cause="backlog").inc()
                         continue
+                    if await self._gather(claimed):
+                        continue
                     if not await self._step_down():
                         continue
                 except CONNECTION_ERRORS as exc:
@@ -253,6 +268,48 @@ class Relay:
             await self._await_recording()
             await self._release_ahead()
             await self._hand_over()
+
+    async def _gather(self, claimed: int) -> bool:
+        """While rows keep coming, stays awake instead of stepping down; True to claim again.
+
+        Writers do not wake a relay that holds BUSY, so one that stays awake comes back by
+        itself: its next claim goes out ``claimed`` x :data:`_GATHER_PER_ROW` (at most
+        :data:`_GATHER_CAP`) after the last one was sent, or at once when the batch took
+        longer. Slower streams are claimed as a woken relay would claim them; faster ones in
+        batches that grow with their rate. A claim that comes back empty gets one more pause
+        before the relay steps down (commits come in bursts). A trickle (fewer than
+        :data:`_GATHER_MIN_ROWS` rows a claim) steps down at once, as before. The pause waits
+        for stop only: notifications then are stale (writers that looked at BUSY before this
+        relay took it) and would cut every pause short.
+        """
+        if not self._store.awake or self._stop.is_set():
+            return self._end_stretch(claimed)
+        if claimed >= _GATHER_MIN_ROWS:
+            self._pause = min(_GATHER_CAP, claimed * _GATHER_PER_ROW)
+            pause = self._claim_sent + self._pause - time.monotonic()
+        elif not claimed and self._pause:
+            pause, self._pause = self._pause, 0.0  # one more chance, then step down
+        else:
+            return self._end_stretch(claimed)
+        self._awake_claims += 1
+        self._awake_rows += claimed
+        if pause > 0:
+            await wait_event(self._stop, pause)
+        self._metrics.wakeups.labels(cause="awake").inc()
+        return True
+
+    def _end_stretch(self, claimed: int) -> bool:
+        """The relay steps down (or never stayed awake): False, and the stretch logged."""
+        self._pause = 0.0
+        if self._awake_claims:
+            log.debug(
+                "relay_awake_stretch_ended",
+                claims=self._awake_claims,
+                rows=self._awake_rows,
+                last_claim_rows=claimed,
+            )
+            self._awake_claims = self._awake_rows = 0
+        return False
 
     async def _idle(self) -> None:
         """Sleeps until a notification, the poll interval, or stop."""
@@ -358,8 +415,12 @@ class Relay:
             # Cleared just before each claim: a notification after this point wakes us again.
             self._wake.clear()
             sent_at = time.monotonic()
-            ahead = (*await self._store.claim(self._config.batch_size, wake=wake), sent_at)
+            claim = self._store.claim(
+                self._config.batch_size, wake=wake, awake_after=0 if wake else 1
+            )
+            ahead = (*await claim, sent_at)
         token, rows, claimed_at = ahead
+        self._claim_sent = claimed_at
         self._database_ok = True
         self._db_backoff.reset()
         if not rows:

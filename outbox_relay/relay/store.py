@@ -96,23 +96,31 @@ class OutboxStore:
         self.owes_sweep = False
 
     async def claim(
-        self, limit: int, *, wake: bool = True
+        self, limit: int, *, wake: bool = True, awake_after: int = 0
     ) -> tuple[uuid.UUID, Sequence[asyncpg.Record]]:
         """Claims up to ``limit`` rows (albums arrive fanned out) under a fresh token.
 
         With ``wake``, the claiming session first takes BUSY if no relay holds it, so writers
         stop notifying while this relay drains (docs/wakeups.md); the sweep before sleeping
-        (:meth:`step_down`) claims without it.
+        (:meth:`step_down`) claims without it and, with ``awake_after``, takes it just after a
+        claim that found at least that many rows: writers stop notifying while that batch is
+        published, not only from the next claim on.
         """
         token = uuid.uuid4()
         async with self._claims.use() as conn:
-            if wake and self._awake_on is not conn and await conn.fetchval(QUERIES["relay_awake"]):
-                self._awake_on = conn
-                self.owes_sweep = True
+            if wake:
+                await self._take_busy(conn)
             rows = await conn.fetch(
                 QUERIES["claim"], limit, token, self._replica_id, self._lease_seconds
             )
+            if awake_after and len(rows) >= awake_after:
+                await self._take_busy(conn)
         return token, rows
+
+    async def _take_busy(self, conn: asyncpg.Connection) -> None:
+        if self._awake_on is not conn and await conn.fetchval(QUERIES["relay_awake"]):
+            self._awake_on = conn
+            self.owes_sweep = True
 
     @property
     def awake(self) -> bool:

@@ -266,16 +266,15 @@ class FakeOutbox:
         self.owes_sweep = False
 
     async def claim(
-        self, limit: int, *, wake: bool = True
+        self, limit: int, *, wake: bool = True, awake_after: int = 0
     ) -> tuple[uuid.UUID, list[dict[str, Any]]]:
         if self.claim_latency:
             await asyncio.sleep(self.claim_latency)
         if self.fail_claims:
             self.fail_claims -= 1
             raise ConnectionResetError("fake outbox: the claim's connection was lost")
-        if wake and self.table.busy is None:
-            self.table.busy = self
-            self.owes_sweep = True
+        if wake:
+            self._take_busy()
         token = uuid.uuid4()
         table = self.table
         now = table.clock()
@@ -316,11 +315,18 @@ class FakeOutbox:
                     next_attempt_at=lease_end,
                 )
                 claimed.append(fanned.claimed(track_count=None))
+        if awake_after and len(claimed) >= awake_after:  # a sweep that found rows: stay awake
+            self._take_busy()
         at = time.monotonic()
         self.claims.append(
             ClaimMade(token, tuple(r["id"] for r in claimed), at, at + self.lease_seconds)
         )
         return token, claimed
+
+    def _take_busy(self) -> None:
+        if self.table.busy is None:
+            self.table.busy = self
+            self.owes_sweep = True
 
     @property
     def awake(self) -> bool:

@@ -514,6 +514,56 @@ async def test_a_stop_before_a_claim_never_waits_out_the_poll_interval() -> None
     assert {rig.table.rows[i].status for i in ids} == {"published"}
 
 
+async def test_a_relay_woken_for_a_trickle_steps_down_after_its_claim_as_before() -> None:
+    """One row a claim is a trickle: the relay steps down at once and sweeps (no pause, no
+    extra claim), so writers wake it for the next row as they did before it could stay awake."""
+    config = dataclasses.replace(CONFIG, poll_interval=30.0)
+    async with relay_on_fakes(config) as rig:
+        await until(rig.relay.idle.is_set, "the relay to go idle")
+        before = len(rig.store.claims)
+        slept = rig.metric("step_downs_total", outcome="sleep")  # the first, empty claim's
+        row = rig.track("USRC17607840")
+        rig.listener.notify()
+        await until(lambda: rig.table.rows[row].status == "published", "the notified row")
+        await until(rig.relay.idle.is_set, "the relay to go idle again")
+        # the claim that took BUSY and found the row, then the sweep after stepping down
+        assert [len(c.ids) for c in rig.store.claims[before:]] == [1, 0]
+        assert rig.metric("wakeups_total", cause="awake") == 0
+        assert rig.metric("step_downs_total", outcome="sleep") == slept + 1
+        assert rig.table.busy is None
+
+
+async def test_an_awake_relay_keeps_claiming_a_stream_without_being_woken() -> None:
+    """Rows that keep coming while the relay holds BUSY are claimed by the relay coming back
+    by itself (writers skip their wake-up then): it never steps down mid-stream, and once the
+    stream ends it steps down, sweeps and sleeps. The poll is 30 s: only that finds the rows."""
+    config = dataclasses.replace(CONFIG, poll_interval=30.0, batch_size=500)
+    publisher = FakePublisher(request_timeout=1.0, latency=0.01)  # a batch takes 10 ms
+    async with relay_on_fakes(config, publisher=publisher) as rig:
+        await until(rig.relay.idle.is_set, "the relay to go idle")
+        wake_ups = 0
+        ids: list[int] = []
+        for n in range(300):  # a row every millisecond or so, for about 0.3 s
+            ids.append(rig.track(f"USSTR{n:07d}"))
+            if rig.table.busy is None:  # what the trigger does: wake only a sleeping relay
+                rig.listener.notify()
+                wake_ups += 1
+            await asyncio.sleep(0.001)
+        await until(lambda: all(rig.table.rows[i].status == "published" for i in ids), "the stream")
+        await until(rig.relay.idle.is_set, "the relay to go idle after the stream")
+        assert rig.table.busy is None  # it stepped down before sleeping
+        assert rig.metric("step_downs_total", outcome="sleep") >= 1
+
+    # The first row woke it (a trickle of one: it stepped down and swept, which took BUSY
+    # back as the sweep found rows); for every later row the relay was awake.
+    assert wake_ups <= 3
+    assert rig.metric("wakeups_total", cause="awake") >= 5
+    # Every claim of the stream but the last ones found rows: batches, not one row a claim.
+    sizes = [len(c.ids) for c in rig.store.claims]
+    assert sum(sizes) == 300 and max(sizes) >= 5
+    assert rig.publisher.accepted_isrcs() == {f"USSTR{n:07d}": 1 for n in range(300)}
+
+
 async def test_stop_lets_the_batch_in_flight_finish_and_be_recorded() -> None:
     publisher = FakePublisher(request_timeout=1.0, latency=0.2)
     async with relay_on_fakes(publisher=publisher) as rig:

@@ -14,7 +14,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import asyncpg
@@ -252,3 +252,50 @@ async def test_the_fake_outbox_claims_and_records_as_postgresql_does(database_ur
     assert steps["stale token"] == 0 and steps["record 1"] == 5 and steps["record 1 again"] == 0
     assert steps["lease lost"] == 0 and steps["lease held"] == 1
     assert steps["nothing due"] == []
+
+
+async def _sweeps(
+    side: PostgresSide | FakeSide, busy_held: Callable[[], Awaitable[bool]]
+) -> list[tuple[int, bool, bool, bool]]:
+    """A relay's sweep (a claim without taking BUSY first) finding one row, then three: rows
+    found, whether the relay holds BUSY after it (as it says, and as ``busy_held`` sees it),
+    whether it owes a sweep."""
+    store = side.store("sweeper", lease_seconds=30.0, max_attempts=3)
+    seen: list[tuple[int, bool, bool, bool]] = []
+    try:
+        for count in (1, 3):
+            for n in range(count):
+                await side.enqueue_track(f"USSWP{count}{n:06d}", f"Song {n}")
+            _, rows = await store.claim(10, wake=False, awake_after=2)
+            seen.append((len(rows), store.awake, await busy_held(), store.owes_sweep))
+        await store.step_down()  # (the loop clears owes_sweep itself, after its sweep)
+        seen.append((0, store.awake, await busy_held(), store.owes_sweep))
+    finally:
+        await store.close()
+    return seen
+
+
+async def test_a_sweep_that_finds_a_stream_takes_busy_after_its_claim(database_url: str) -> None:
+    """A trickle (one row) leaves the sweeping relay without BUSY, as before; a sweep that
+    finds at least ``awake_after`` rows takes BUSY just after its claim (docs/wakeups.md), so
+    writers stop notifying while it publishes them. Same on PostgreSQL and on the fake."""
+    conn = await asyncpg.connect(database_url)
+
+    async def in_pg_locks() -> bool:  # docs/wakeups.md's query for operators
+        held = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND classid = outbox.wakeup_lock_class() AND objid = 2 AND granted"
+        )
+        return bool(held)
+
+    try:
+        real = await _sweeps(PostgresSide(database_url, conn), in_pg_locks)
+    finally:
+        await conn.close()
+    assert real == [(1, False, False, False), (3, True, True, True), (0, False, False, True)]
+    fake = FakeSide()
+
+    async def fake_busy() -> bool:
+        return fake.table.busy is not None
+
+    assert await _sweeps(fake, fake_busy) == real
