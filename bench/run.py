@@ -37,6 +37,7 @@ from qdrant_client import AsyncQdrantClient, models
 
 from outbox_relay.db.connection import NOTIFY_CHANNEL
 from outbox_relay.db.migrate import migrate
+from outbox_relay.db.queries import QUERIES
 from outbox_relay.domain.isrc import point_id
 from outbox_relay.testing.postgres import LocalPostgres
 from outbox_relay.testing.relay_process import peak_rss_mb, spawn_relay
@@ -632,11 +633,16 @@ async def b3_write_overhead(bench: Bench, p: Profile, repeat: int) -> Figures:
     (as in production) and without one:
 
     (a) the library INSERT alone; (b) with its outbox row in the same INSERT, as shipped; (c) as
-    (b) with the wake-up trigger off, so nothing but the relay's poll finds the rows; and (b)
-    again as two statements (the helper, then the INSERT), the shape of code that calls
+    (b) with the wake-up trigger off, so nothing but the relay's own claims find the rows; and
+    (b) again as two statements (the helper, then the INSERT), the shape of code that calls
     ``enqueue_track`` first to use the id. ``b/c`` is what waking relays costs the writers.
+
+    With a relay, also (p): as (c), and BUSY held by an idle session, so the relay never stays
+    awake (docs/wakeups.md) and finds rows only by its poll, once a second, in full batches:
+    the relay of a system with no wake-up at all. ``b/p`` is what the wake-up design as a whole
+    (the trigger, and a relay that stays awake) costs the writers.
     """
-    variants = ("a", "b", "c", "two_statements")
+    variants = ("a", "b", "c", "two_statements", "p")
     modes = {"": True, "no_relay_": False}
     rates: dict[tuple[str, str], list[float]] = {(m, v): [] for m in modes for v in variants}
     for run in range(repeat):
@@ -645,18 +651,21 @@ async def b3_write_overhead(bench: Bench, p: Profile, repeat: int) -> Figures:
                 relays = [bench.spawn_relay(dsn)] if with_relay else []
                 async with bench.running(relays):
                     for variant in variants:
+                        if variant == "p" and not with_relay:
+                            continue
                         conn = await asyncpg.connect(dsn)
-                        action = "DISABLE" if variant == "c" else "ENABLE"
+                        action = "DISABLE" if variant in ("c", "p") else "ENABLE"
                         await conn.execute(
                             f"ALTER TABLE outbox.messages {action} TRIGGER messages_notify"
                         )
                         await conn.close()
                         tag = f"W{variant[0]}{run}{'r' if with_relay else 'n'}"
-                        rate = await write_rate(dsn, variant, p.write_seconds, tag)
+                        async with _busy_held(dsn, variant == "p"):
+                            rate = await write_rate(dsn, variant, p.write_seconds, tag)
                         rates[mode, variant].append(rate)
     figures: Figures = {}
     for mode in modes:
-        a, b, c, two = (median(rates[mode, v]) for v in variants)
+        a, b, c, two = (median(rates[mode, v]) for v in variants[:4])
         figures.update(
             {
                 f"{mode}a_tx_per_s": a,
@@ -668,7 +677,29 @@ async def b3_write_overhead(bench: Bench, p: Profile, repeat: int) -> Figures:
                 f"{mode}two_statements/a": two / a,
             }
         )
+        if rates[mode, "p"]:
+            poll = median(rates[mode, "p"])
+            figures.update({f"{mode}p_tx_per_s": poll, f"{mode}b/p": b / poll})
     return figures
+
+
+@contextlib.asynccontextmanager
+async def _busy_held(dsn: str, hold: bool) -> AsyncIterator[None]:
+    """With ``hold``, an idle session holds BUSY (waiting for the relay to let it go): no relay
+    can take it, so none stays awake, and the relay only polls."""
+    if not hold:
+        yield
+        return
+    conn = await asyncpg.connect(dsn)
+    try:
+        deadline = time.monotonic() + 30
+        while not await conn.fetchval(QUERIES["relay_awake"]):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the relay kept BUSY for 30 s")
+            await asyncio.sleep(0.01)
+        yield
+    finally:
+        await conn.close()
 
 
 async def b4_album(bench: Bench, p: Profile, repeat: int) -> Figures:
