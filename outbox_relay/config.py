@@ -117,7 +117,7 @@ class Settings(BaseSettings):
         None, ge=0, validation_alias=_env("OUTBOX_RATE_LIMIT_REQUESTS")
     )
     rate_limit_window: float = Field(5.0, gt=0, validation_alias=_env("OUTBOX_RATE_LIMIT_WINDOW"))
-    one_unrecorded_batch: bool = Field(False, validation_alias=_env("OUTBOX_ONE_UNRECORDED_BATCH"))
+    one_unrecorded_batch: bool = Field(True, validation_alias=_env("OUTBOX_ONE_UNRECORDED_BATCH"))
     outage_alarm_after: float = Field(
         180.0, gt=0, validation_alias=_env("OUTBOX_OUTAGE_ALARM_AFTER")
     )

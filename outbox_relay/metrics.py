@@ -169,6 +169,12 @@ class RelayMetrics:
             "From claim to recorded outcome, per batch.",
             _DURATION_BUCKETS,
         )
+        self.outcome_wait = m.histogram(
+            "outcome_wait_seconds",
+            "How long a batch's request waited for the previous batch's outcome to be written "
+            "(OUTBOX_ONE_UNRECORDED_BATCH), per batch; 0 when it was written already.",
+            _DURATION_BUCKETS,
+        )
         self.commit_to_accepted = m.histogram(
             "commit_to_accepted_seconds",
             "From the outbox row's insert to the Event API's 200, per event.",

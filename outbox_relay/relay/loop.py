@@ -83,8 +83,8 @@ class RelayConfig:
     # a pause for an Event API outage longer than this is logged at error level
     outage_alarm_after: float = 180.0
     # True: a batch's request waits for the previous batch's outcome (a crash re-sends at most
-    # one batch, for some throughput); False: the two overlap (up to two batches re-sent)
-    one_unrecorded_batch: bool = False
+    # one batch); False: the two overlap (up to two batches re-sent)
+    one_unrecorded_batch: bool = True
 
 
 def lease_margin(lease_seconds: float) -> float:
@@ -230,7 +230,11 @@ class Relay:
 
     async def run(self) -> None:
         """Runs the loop and the listener; if either fails, both stop and the error propagates."""
-        log.info("relay_started", batch_size=self._config.batch_size)
+        log.info(
+            "relay_started",
+            batch_size=self._config.batch_size,
+            one_unrecorded_batch=self._config.one_unrecorded_batch,
+        )
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._listener.run(self._stop), name="listener")
@@ -347,9 +351,11 @@ class Relay:
         a try-lock, so no writer ever waits for the relay), and claims once more: that claim sees
         all their rows. A notification meanwhile means work has come: claim on instead.
         """
-        if not self._store.owes_sweep or self._stop.is_set():
+        if not self._store.owes_sweep or self._stop.is_set() or self._outage is not None:
             # Another relay holds BUSY and sweeps, or none does and writers notify; a stopping
-            # relay claims nothing more and hands over instead (_hand_over).
+            # relay claims nothing more and hands over instead (_hand_over); a paused one
+            # publishes nothing until a probe succeeds, then claims at once (the sweep is owed
+            # still, and runs before it next sleeps).
             return True
         clear = await self._store.step_down()
         delay = _GATE_RETRY_FIRST
@@ -444,22 +450,29 @@ class Relay:
             self._wake.clear()
             ahead_sent_at = time.monotonic()
             claim_ahead = asyncio.create_task(self._store.claim(self._config.batch_size))
+            await asyncio.sleep(0)  # its statement goes out before this batch's check
         try:
             events = await self._check_and_encode(batch, tracks)
             if self._config.one_unrecorded_batch:
-                # The previous batch's outcome is written by now (it overlapped this claim and
-                # check): at most one batch is ever published but not yet recorded, which
-                # bounds what a crash makes Inngest receive again to one batch.
+                # The previous batch's outcome, sent as soon as its request was answered, is
+                # usually written by now (it overlapped that batch's lines and this batch's
+                # claim and check): at most one batch is ever published but not yet recorded,
+                # which bounds what a crash makes Inngest receive again to one batch.
+                waited = time.perf_counter()
                 await self._await_recording()
+                self._metrics.outcome_wait.observe(time.perf_counter() - waited)
             # Whatever Inngest says, the batch must be recorded before its lease runs out, or
             # another replica could claim and publish the same rows while we still work on them.
             deadline = claimed_at + self._config.lease_seconds - self._lease_margin
             result = await self._publisher.publish(events, deadline) if events else PublishResult()
-            self._tally(batch, result)
+            retries = self._outcomes(batch, result)
+            # The outcome goes to the database now; the lines, metrics and the next batch's
+            # claim and check run while it is written.
+            await self._start_recording(batch, started)
+            self._report(batch, result, retries)
         finally:
             if claim_ahead is not None:
                 self._ahead = await self._collect(claim_ahead, ahead_sent_at)
-        await self._start_recording(batch, started)
         if result.outage is not None:
             self._enter_outage(result.outage, unsent=len(result.unsent))
             await self._release_ahead()
@@ -645,9 +658,34 @@ class Relay:
             outbox_id=row["id"],
         )
 
-    def _tally(self, batch: _Batch, result: PublishResult) -> None:
-        """Turns the publisher's answer into row outcomes (recorded later), metrics and log
-        events."""
+    def _outcomes(self, batch: _Batch, result: PublishResult) -> list[float]:
+        """Turns the publisher's answer into the rows' outcomes, the part of a batch's
+        bookkeeping its recording needs (the rest, :meth:`_report`, runs while it is written).
+        Returns the retry delay of each rejected event, in order."""
+        published = batch.outcomes.published
+        for event, inngest_id in result.accepted:
+            published(event.row_id, event.event_id, inngest_id)
+        if batch.albums:
+            # Counted here, not in _report: the album lines are logged once the batch is recorded.
+            for event, _ in result.accepted:
+                album = batch.album_of(batch.rows[event.row_id])
+                if album is not None:
+                    album.scheduled += 1
+        retries: list[float] = []
+        for event, error in result.rejected:
+            row = batch.rows[event.row_id]
+            retry_in = self._retry.delay(row["attempts"])
+            batch.outcomes.failed(event.row_id, event.event_id, error, retry_in)
+            retries.append(retry_in)
+            album = batch.album_of(row)
+            if album is not None:
+                album.failed += 1
+        for event in result.unsent:
+            batch.outcomes.released(event.row_id)
+        return retries
+
+    def _report(self, batch: _Batch, result: PublishResult, retries: list[float]) -> None:
+        """The publisher's answer as metrics and log events (the outcomes are being recorded)."""
         now = time.time()
         # The hot path: one line and one latency per event, each written for the whole batch
         # at once (log_batch renders the lines as the logger would; observe_many fills the
@@ -655,19 +693,12 @@ class Relay:
         latencies: list[float] = []
         lines: list[dict[str, object]] = []
         rows = batch.rows
-        published = batch.outcomes.published
-        has_albums = bool(batch.albums)
         for event, inngest_id in result.accepted:
             row = rows[event.row_id]
-            published(event.row_id, event.event_id, inngest_id)
             latency = now - row["created_at"].timestamp()
             if latency < 0.0:
                 latency = 0.0
             latencies.append(latency)
-            if has_albums:
-                album = batch.album_of(row)
-                if album is not None:
-                    album.scheduled += 1
             lines.append(
                 {
                     "isrc": event.isrc,
@@ -683,18 +714,13 @@ class Relay:
         log_batch(log, "info", "ingestion_scheduled", lines)
         self._metrics.events_published.inc(len(result.accepted))
 
-        for event, error in result.rejected:
+        for (event, error), retry_in in zip(result.rejected, retries, strict=True):
             row = batch.rows[event.row_id]
             attempts = row["attempts"] + 1
             dead = attempts >= self._config.max_attempts
-            retry_in = self._retry.delay(row["attempts"])
-            batch.outcomes.failed(event.row_id, event.event_id, error, retry_in)
             self._metrics.events_rejected.inc()
             if dead:
                 self._metrics.rows_dead.inc()
-            album = batch.album_of(row)
-            if album is not None:
-                album.failed += 1
             log.error(
                 "ingestion_error",
                 isrc=event.isrc,
@@ -706,9 +732,6 @@ class Relay:
                 outbox_id=event.row_id,
                 retry_in_s=None if dead else round(retry_in, 3),
             )
-
-        for event in result.unsent:
-            batch.outcomes.released(event.row_id)
         self._metrics.rows_released.inc(len(result.unsent))
 
     # -- recording a batch's outcomes ----------------------------------------------------------
@@ -717,9 +740,20 @@ class Relay:
 
     async def _start_recording(self, batch: _Batch, started: float) -> None:
         """Records the batch's outcomes on the store's second connection while the loop moves
-        on to the next claim; batches are recorded in order, one at a time."""
+        on to the next claim; batches are recorded in order, one at a time.
+
+        The first write is started here and given one turn of the event loop, so its statement
+        is on the wire before the loop goes back to work that does not yield (the lines of this
+        batch, the rows of the next): the write overlaps that work instead of following it.
+        """
         await self._await_recording()
-        self._recording = asyncio.create_task(self._record_outcomes(batch, started))
+        first = (
+            asyncio.ensure_future(self._store.record_outcomes(batch.token, batch.outcomes))
+            if batch.outcomes
+            else None
+        )
+        self._recording = asyncio.create_task(self._record_outcomes(batch, started, first))
+        await asyncio.sleep(0)
 
     async def _await_recording(self) -> None:
         """Waits for the batch being recorded, if any."""
@@ -737,16 +771,19 @@ class Relay:
                 action="recording a batch's outcome while stopping; its lease will expire",
             )
 
-    async def _record_outcomes(self, batch: _Batch, started: float) -> None:
-        """Records the batch's outcomes, retrying while the database is away (each write is
-        shielded, so a cancellation cannot tear it); then logs its albums and counts it."""
+    async def _record_outcomes(
+        self, batch: _Batch, started: float, first: asyncio.Future[int] | None = None
+    ) -> None:
+        """Records the batch's outcomes (``first``: the write already started), retrying while
+        the database is away (each write is shielded, so a cancellation cannot tear it); then
+        logs its albums and counts it."""
         expected = len(batch.outcomes)
         backoff = Backoff(self._config.backoff_base, min(self._config.backoff_cap, 5.0))
         while expected:
+            write = first or self._store.record_outcomes(batch.token, batch.outcomes)
+            first = None
             try:
-                updated = await asyncio.shield(
-                    self._store.record_outcomes(batch.token, batch.outcomes)
-                )
+                updated = await asyncio.shield(write)
             except CONNECTION_ERRORS as exc:
                 # The events may already be out; if we cannot record that before the lease
                 # expires, they will be sent again with the same ids (Inngest runs them once).

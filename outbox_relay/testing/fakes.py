@@ -435,6 +435,9 @@ class FakePublisher:
       sent in a publish call once one request met it.
     - ``latency``: each request takes this long; at ``request_timeout`` or more it is a timeout
       (an outage), as with the real client.
+    - ``watch(table)``: each request then notes in :attr:`unrecorded_batches` how many batches
+      (claim tokens) have events out but outcomes not yet recorded in ``table``, its own
+      included: what a crash at that instant would make Inngest receive again.
     """
 
     def __init__(
@@ -456,6 +459,9 @@ class FakePublisher:
         self._outage: _Outage | None = None
         self._ids = 0
         self.closed = False
+        self.unrecorded_batches: list[int] = []
+        self._table: OutboxTable | None = None
+        self._unrecorded: set[int] = set()  # ids of accepted rows not yet seen recorded
 
     # -- switches ---------------------------------------------------------------------------
 
@@ -481,6 +487,9 @@ class FakePublisher:
     @property
     def down(self) -> bool:
         return self._outage is not None and self._outage.after_requests == 0
+
+    def watch(self, table: OutboxTable) -> None:
+        self._table = table
 
     def accepted_isrcs(self) -> Counter[str]:
         """How many times each ISRC was accepted."""
@@ -550,6 +559,13 @@ class FakePublisher:
         self, chunk: list[TrackEvent], deadline: float | None
     ) -> EventApiUnavailable | None:
         self.requests.append(RequestSent(time.monotonic(), deadline, tuple(chunk)))
+        if self._table is not None:
+            rows = self._table.rows
+            # An accepted row is recorded once its outcome clears its claim token.
+            self._unrecorded = {i for i in self._unrecorded if rows[i].claim_token is not None}
+            tokens = {rows[i].claim_token for i in self._unrecorded}
+            tokens.add(rows[chunk[0].row_id].claim_token)
+            self.unrecorded_batches.append(len(tokens))
         outage = self._outage
         if outage is None:
             return None
@@ -563,6 +579,8 @@ class FakePublisher:
             self._ids += 1
             result.accepted.append((event, f"01FAKE{self._ids:020d}"))
             self.accepted.append(event)
+            if self._table is not None:
+                self._unrecorded.add(event.row_id)
 
 
 class FakeIndexChecker:

@@ -48,9 +48,10 @@ async def test_an_outage_hands_the_batch_claimed_ahead_back_uncharged(harness: H
 async def test_the_next_batch_goes_out_while_the_last_outcome_is_being_written(
     harness: Harness,
 ) -> None:
-    """Outcomes are written on the store's second connection: a slow finish (here a trigger
-    sleeping 3 s on one row) does not hold back the next batch's events. Outcomes are still
-    written one at a time, in batch order."""
+    """With OUTBOX_ONE_UNRECORDED_BATCH=false, outcomes are written on the store's second
+    connection without holding anything back: a slow finish (here a trigger sleeping 3 s on one
+    row) does not delay the next batch's events. Outcomes are still written one at a time, in
+    batch order."""
     conn = await harness.conn()
     await conn.execute(
         """
@@ -64,7 +65,7 @@ async def test_the_next_batch_goes_out_while_the_last_outcome_is_being_written(
     )
     await harness.enqueue_tracks(1, prefix="USSLO")  # the first row of the first batch
     await harness.enqueue_tracks(29, prefix="USFST")
-    await harness.start_relay(batch_size=10)
+    await harness.start_relay(batch_size=10, one_unrecorded_batch=False)
 
     # The first batch is out and its outcome is being written, for 3 s ...
     await harness.standin.wait_for_events(20, timeout=2.5)
@@ -89,10 +90,10 @@ async def test_the_next_batch_goes_out_while_the_last_outcome_is_being_written(
 async def test_a_batch_is_not_published_before_the_last_one_is_recorded(
     harness: Harness,
 ) -> None:
-    """With OUTBOX_ONE_UNRECORDED_BATCH, at most one batch is published but not yet recorded at
-    any instant, so a crash makes Inngest receive at most one batch again. The next batch is
-    claimed ahead and checked while the last outcome is written, but its request waits for that
-    write. Here the first batch's outcome is held by a lock the test owns."""
+    """By default (OUTBOX_ONE_UNRECORDED_BATCH=true) at most one batch is published but not yet
+    recorded at any instant, so a crash makes Inngest receive at most one batch again. The next
+    batch is claimed ahead and checked while the last outcome is written, but its request waits
+    for that write. Here the first batch's outcome is held by a lock the test owns."""
     conn = await harness.conn()
     await conn.execute(
         """
@@ -107,7 +108,7 @@ async def test_a_batch_is_not_published_before_the_last_one_is_recorded(
     await conn.execute("SELECT pg_advisory_lock(4242)")  # the first outcome will wait on this
     await harness.enqueue_tracks(1, prefix="USSLO")  # the first row of the first batch
     await harness.enqueue_tracks(29, prefix="USFST")
-    relay = await harness.start_relay(batch_size=10, one_unrecorded_batch=True)
+    relay = await harness.start_relay(batch_size=10)
 
     await harness.standin.wait_for_events(10)  # the first batch is out; its outcome is held
     # The second batch was claimed ahead and checked against the index ...

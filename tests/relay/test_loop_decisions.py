@@ -102,6 +102,7 @@ async def relay_on_fakes(
     table = OutboxTable()
     store = FakeOutbox(table, lease_seconds=config.lease_seconds, max_attempts=config.max_attempts)
     publisher = publisher or FakePublisher(request_timeout=1.0)
+    publisher.watch(table)
     checker = FakeIndexChecker()
     listener = FakeListener()
     metrics = RelayMetrics(CollectorRegistry())
@@ -123,6 +124,10 @@ async def relay_on_fakes(
         if rig.task is not None:
             await asyncio.wait_for(rig.task, 10)
             assert store.closed
+    if config.one_unrecorded_batch:
+        # Every test on the fakes checks the invariant: no request goes out while another
+        # batch's events are out and its outcome unrecorded (a crash re-sends one batch at most).
+        assert max(publisher.unrecorded_batches, default=0) <= 1, publisher.unrecorded_batches
 
 
 # -- skips -----------------------------------------------------------------------------------
@@ -377,7 +382,8 @@ async def test_an_outcome_recorded_after_the_lease_ran_out_does_not_overwrite_th
 
 
 async def test_a_full_batch_claims_the_next_while_publishing_and_records_in_order() -> None:
-    config = dataclasses.replace(CONFIG, batch_size=5)
+    # OUTBOX_ONE_UNRECORDED_BATCH=false: the next request overlaps the last outcome's write.
+    config = dataclasses.replace(CONFIG, batch_size=5, one_unrecorded_batch=False)
     async with relay_on_fakes(config) as rig:
         rig.store.record_latency = 0.1  # outcomes are slow to write
         rig.tracks(17)
@@ -427,6 +433,33 @@ async def test_a_full_batch_claims_ahead_but_publishes_only_once_the_last_is_rec
     assert [e.row_id for e in rig.publisher.accepted] == sorted(rig.table.rows)
     assert rig.statuses() == {"published": 17}
     assert rig.metric("wakeups_total", cause="backlog") >= 3
+
+
+@pytest.mark.parametrize("one_unrecorded_batch", [True, False])
+async def test_never_more_than_one_batch_is_published_and_unrecorded(
+    one_unrecorded_batch: bool,
+) -> None:
+    """The invariant behind "a crash re-sends at most one batch" (the default): when a request
+    goes out, no other batch has events accepted and its outcome not yet recorded. Checked by
+    the publisher at each request against the table, through claim-ahead, album fan-out and a
+    rejection, with outcomes slow to write. OUTBOX_ONE_UNRECORDED_BATCH=false lets two overlap."""
+    config = dataclasses.replace(CONFIG, batch_size=5, one_unrecorded_batch=one_unrecorded_batch)
+    async with relay_on_fakes(config) as rig:
+        rig.store.record_latency = 0.05
+        rig.publisher.reject("USRC10000007")
+        rig.tracks(23)
+        rig.table.enqueue_album(
+            "LP", "Band", [{"isrc": f"GBAYE000000{n}", "title": f"t{n}"} for n in range(1, 8)]
+        )
+        rig.tracks(9, prefix="USRC2")
+        await rig.drained()
+
+    assert len(rig.publisher.requests) >= 8
+    assert max(rig.publisher.unrecorded_batches) == (1 if one_unrecorded_batch else 2)
+    # Each batch's wait for the previous outcome is observed (0 s when none was in flight).
+    waits = rig.metric("outcome_wait_seconds_count")
+    assert waits >= 8 if one_unrecorded_batch else waits == 0
+    assert rig.statuses() == {"published": 23 + 7 + 9 - 1, "fanned_out": 1, "dead": 1}
 
 
 async def test_an_outage_hands_the_batch_claimed_ahead_back_uncharged_at_once() -> None:
