@@ -26,6 +26,7 @@ from pathlib import Path
 
 import aiohttp
 import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
 
 from outbox_relay.testing.postgres import free_port
 
@@ -92,6 +93,30 @@ class RelayProcess:
                         f"relay {self.name} not ready in {timeout} s:\n{self.output()}"
                     )
                 await asyncio.sleep(0.05)
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """One sample of the relay's ``/metrics`` (0 when it has not been recorded yet)."""
+        url = f"http://127.0.0.1:{self.http_port}/metrics"
+        async with aiohttp.ClientSession() as http, http.get(url) as response:
+            text = await response.text()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return 0.0
+
+    async def wait_asleep(self, times: int = 1, timeout: float = 20.0) -> None:
+        """Until the relay has gone to sleep ``times`` times: stepped down and swept, and found
+        nothing (``outbox_relay_step_downs_total{outcome="sleep"}``). After that, only a
+        notification, a reconnect or the poll makes it claim again."""
+        deadline = time.monotonic() + timeout
+        metric = "outbox_relay_step_downs_total"
+        while (slept := await self.metric(metric, outcome="sleep")) < times:
+            if not self.alive():
+                raise AssertionError(f"relay {self.name} exited:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"relay {self.name} slept {slept:g} times, not {times}")
+            await asyncio.sleep(0.02)
 
     async def kill(self) -> None:
         """SIGKILL (a crash at whatever instant the process is at), then reap it."""

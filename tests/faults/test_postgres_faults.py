@@ -73,10 +73,14 @@ async def test_postgres_restart_mid_run_relay_reconnects_and_sweeps(
 
 async def test_listen_connection_terminated_relay_relistens_and_sweeps(fleet: Fleet) -> None:
     relay = await fleet.start(name="relay", **SLOW_POLL)
+    await relay.wait_asleep(1)  # its first claim, on an empty outbox
     await fleet.enqueue_tracks(10, prefix="USPRE")
     await fleet.standin.wait_for_events(10, timeout=20)
+    # A relay that found rows stays awake a moment and sweeps before it sleeps: rows committed
+    # before that would be found without any wake-up, and prove nothing here.
+    await relay.wait_asleep(2)
     conn = await fleet.conn()
-    # Rows committed silently while the relay sits idle: nothing wakes it ...
+    # Rows committed silently while the relay sleeps: nothing wakes it ...
     await silent_insert(fleet.dsn, 100, "USQUI")
     await asyncio.sleep(1.0)
     assert fleet.standin.event_count == 10
