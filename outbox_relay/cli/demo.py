@@ -634,6 +634,9 @@ async def _walkthrough(env: _Env) -> None:
                 f"track was indexed {indexed * 1000:.0f} ms after the first write."
             )
             if env.standin is not None:
+                # A run sends its track/ingestion.completed event after the track is marked
+                # indexed: wait for the runs to end, so that the events printed are all of them.
+                await _wait_for_runs(env.standin, 30.0)
                 _print_events_and_runs(env.standin)
             say("   ISRCs the relay looked up in the catalog (outbox.catalog_tracks):")
             for row in await conn.fetch(QUERIES["demo_catalog_lookups"], env.catalog_country):
@@ -746,6 +749,18 @@ async def _print_paths(conn: asyncpg.Connection, env: _Env) -> None:
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+async def _wait_for_runs(standin: Any, timeout: float) -> None:
+    """Polls the stand-in's executor until every run has ended, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while running := sum(not run.done for run in standin.executor.runs):
+        if time.monotonic() > deadline:
+            raise ConfigurationError(
+                f"{running} demo ingestion runs still running after {timeout:.0f} s "
+                "(see the demo's log)"
+            )
+        await asyncio.sleep(0.05)
 
 
 async def _wait_until(conn: asyncpg.Connection, query: str, what: str, timeout: float) -> None:
