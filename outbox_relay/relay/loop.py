@@ -19,6 +19,7 @@ the claim is a lease written into the rows. What can go wrong, and what happens:
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Sequence
@@ -357,20 +358,33 @@ class Relay:
             # publishes nothing until a probe succeeds, then claims at once (the sweep is owed
             # still, and runs before it next sleeps).
             return True
-        clear = await self._store.step_down()
-        delay = _GATE_RETRY_FIRST
-        while not clear:
-            if await wait_event(self._wake, delay):
-                self._metrics.step_downs.labels(outcome="woken").inc()
-                return False
-            delay = min(2 * delay, _GATE_RETRY_CAP)
-            clear = await self._store.gate_clear()
+        if not await self._store.step_down() and not await self._ask_gate(self._wake):
+            self._metrics.step_downs.labels(outcome="woken").inc()
+            return False
         # Every writer that saw BUSY held has ended: the duty is done once this claim runs (a
         # claim-ahead inside it may take BUSY again, and owe the next sweep).
         self._store.owes_sweep = False
         swept = await self._claim_and_process(wake=False)
         self._metrics.step_downs.labels(outcome="rows" if swept else "sleep").inc()
         return swept == 0
+
+    async def _ask_gate(
+        self, interrupt: asyncio.Event | None, *, deadline: float = math.inf
+    ) -> bool:
+        """Asks for GATE again until it is clear (True: every writer that saw BUSY held has
+        ended), or until ``interrupt`` is set or ``deadline`` passes (False). It asks after
+        :data:`_GATE_RETRY_FIRST`, doubling up to :data:`_GATE_RETRY_CAP`, so such a writer's
+        rows are swept at most the cap after it commits."""
+        delay = _GATE_RETRY_FIRST
+        while time.monotonic() < deadline:
+            if interrupt is None:
+                await asyncio.sleep(delay)
+            elif await wait_event(interrupt, delay):
+                return False
+            if await self._store.gate_clear():
+                return True
+            delay = min(2 * delay, _GATE_RETRY_CAP)
+        return False
 
     async def _hand_over(self) -> None:
         """A stopping relay that held BUSY: once the writers that saw it awake have ended (or
@@ -381,12 +395,8 @@ class Relay:
             clear = await self._store.step_down()
             if not clear:
                 log.info("relay_hand_over_waiting", reason="a writer that saw this relay awake")
-            deadline = time.monotonic() + _HAND_OVER_WAIT
-            delay = _GATE_RETRY_FIRST
-            while not clear and time.monotonic() < deadline:
-                await asyncio.sleep(delay)  # the stop event is set: nothing else to wait on
-                delay = min(2 * delay, _GATE_RETRY_CAP)
-                clear = await self._store.gate_clear()
+                # The stop event is set: nothing but the deadline ends the wait.
+                clear = await self._ask_gate(None, deadline=time.monotonic() + _HAND_OVER_WAIT)
             await self._store.wake_relays()
             self._store.owes_sweep = False
             log.info("relay_handed_over", writers_done=clear)
