@@ -11,6 +11,7 @@ import hashlib
 import re
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -43,11 +44,21 @@ class Client:
         async with self.http.post(self.base + path, data=data, allow_redirects=False) as r:
             return r.status, await r.text(), r.headers.get("Location", "")
 
-    async def sign_in(self, token: str = TOKEN) -> int:
+    @asynccontextmanager
+    async def signing_in(self, token: str = TOKEN) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The sign-in form's answer to ``token``, sent with the form's own CSRF token."""
         _, form = await self.get("/admin/signin")
         match = CSRF.search(form)
         assert match, form
-        status, page, _ = await self.post("/admin/signin", [("csrf", match[1]), ("token", token)])
+        data = {"csrf": match[1], "token": token}
+        async with self.http.post(
+            self.base + "/admin/signin", data=data, allow_redirects=False
+        ) as response:
+            yield response
+
+    async def sign_in(self, token: str = TOKEN) -> int:
+        async with self.signing_in(token) as response:
+            status = response.status
         if status == 303:
             _, page = await self.get("/admin/")
             found = CSRF.search(page)
@@ -102,14 +113,7 @@ async def test_pages_need_a_session_and_sign_in_sets_a_strict_httponly_cookie(
     status, page, _ = await client.post("/admin/signin", [("token", TOKEN)])
     assert status == 403 and "expired or came from elsewhere" in page
 
-    _, form = await client.get("/admin/signin")
-    match = CSRF.search(form)
-    assert match
-    async with client.http.post(
-        client.base + "/admin/signin",
-        data={"csrf": match[1], "token": TOKEN},
-        allow_redirects=False,
-    ) as response:
+    async with client.signing_in(TOKEN) as response:
         assert response.status == 303
         assert response.headers["Location"] == "./"  # relative: works behind any prefix
         cookie = next(
@@ -128,14 +132,7 @@ async def test_wrong_tokens_are_limited_per_client_address(ui: tuple[Harness, Cl
     with capture_logs() as logs:
         for _ in range(5):
             assert await client.sign_in("wrong-token") == 401
-        _, form = await client.get("/admin/signin")
-        match = CSRF.search(form)
-        assert match
-        async with client.http.post(
-            client.base + "/admin/signin",
-            data={"csrf": match[1], "token": TOKEN},
-            allow_redirects=False,
-        ) as response:
+        async with client.signing_in(TOKEN) as response:
             assert response.status == 429
             retry_after = int(response.headers["Retry-After"])
             assert 1 <= retry_after <= 60
