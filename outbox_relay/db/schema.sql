@@ -1067,6 +1067,13 @@ CREATE INDEX tracks_title_prefix_idx ON library.tracks USING btree (lower(title)
 
 
 --
+-- Name: catalog_tracks_isrc_idx; Type: INDEX; Schema: outbox; Owner: -
+--
+
+CREATE INDEX catalog_tracks_isrc_idx ON outbox.catalog_tracks USING btree (upper(btrim(isrc))) WHERE (isrc IS NOT NULL);
+
+
+--
 -- Name: messages_claim_idx; Type: INDEX; Schema: outbox; Owner: -
 --
 
@@ -1106,6 +1113,13 @@ CREATE INDEX messages_parent_idx ON outbox.messages USING btree (parent_id) WHER
 --
 
 CREATE INDEX messages_pending_created_idx ON outbox.messages USING btree (created_at) WHERE ((status = 'pending'::text) AND (created_at IS NOT NULL));
+
+
+--
+-- Name: messages_tidal_id_idx; Type: INDEX; Schema: outbox; Owner: -
+--
+
+CREATE INDEX messages_tidal_id_idx ON outbox.messages USING btree (tidal_id) WHERE ((tidal_id IS NOT NULL) AND (isrc IS NULL));
 
 
 --

@@ -1,6 +1,6 @@
 -- The operator's web page (outbox_relay/http/ui.py): one or two statements a page, each walking
 -- an index (tests/db/test_ui_plans.py EXPLAINs every one). Pagination is by keyset, never OFFSET.
--- Indexes: migrations 001/003/006 (outbox), 002/008/009 (library) and 012 (this page's own).
+-- Indexes: migrations 001/003/006 (outbox), 002/008/009 (library), 012 and 016 (this page's own).
 
 -- name: ui_overview
 -- Everything the overview shows, in one statement. Exact counts where an operator acts on them
@@ -132,12 +132,33 @@ LIMIT $2::int;
 -- The ISRC's outbox rows are read once through messages_isrc_idx, MATERIALIZED: left inline,
 -- "newest 50" let the planner walk the primary key backwards filtering on the ISRC (the whole
 -- table, for a rare one), and the album lookup walk every fanned-out row of messages_parent_idx.
-WITH rows_of_isrc AS MATERIALIZED (
+-- Rows enqueued by TIDAL id alone (isrc NULL) are the ISRC's too when the catalog's newest answer
+-- for their id, in any country, is $1 (as library.all_tracks, migration 015): the ids come from
+-- catalog_tracks_isrc_idx, their rows from messages_tidal_id_idx (migration 016).
+WITH tidal_ids AS (
+    -- an array, met with `= ANY`: index probes, as `albums` below
+    SELECT ARRAY(
+        SELECT DISTINCT c.tidal_id
+        FROM outbox.catalog_tracks AS c
+        WHERE c.isrc IS NOT NULL AND upper(btrim(c.isrc)) = $1::text
+          AND NOT EXISTS (SELECT FROM outbox.catalog_tracks AS n
+                          WHERE n.tidal_id = c.tidal_id AND n.isrc IS NOT NULL
+                            AND n.looked_up_at > c.looked_up_at
+                            AND upper(btrim(n.isrc)) <> $1::text)
+    ) AS ids
+), rows_of_isrc AS MATERIALIZED (
     SELECT m.id, m.kind, m.parent_id, m.status, m.attempts, m.skip_reason, m.last_error,
            m.event_id, m.inngest_id, m.force, m.claimed_by, m.created_at, m.processed_at,
            m.next_attempt_at, m.title, m.error_history, m.tidal_id
     FROM outbox.messages AS m
     WHERE m.isrc IS NOT NULL AND upper(btrim(m.isrc)) = $1::text
+    UNION ALL
+    SELECT m.id, m.kind, m.parent_id, m.status, m.attempts, m.skip_reason, m.last_error,
+           m.event_id, m.inngest_id, m.force, m.claimed_by, m.created_at, m.processed_at,
+           m.next_attempt_at, m.title, m.error_history, m.tidal_id
+    FROM outbox.messages AS m
+    WHERE m.tidal_id IS NOT NULL AND m.isrc IS NULL
+      AND m.tidal_id = ANY ((SELECT ids FROM tidal_ids)::text[])
 ), albums AS (
     -- an array, met with `= ANY`: always index probes, never a hash join over a whole table
     SELECT ARRAY(

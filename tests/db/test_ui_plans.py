@@ -26,7 +26,15 @@ from outbox_relay.db.ui import FIRST_ID
 pytestmark = pytest.mark.xdist_group("ui_plans")
 
 # The tables the page reads (pg_class and pg_stats of the overview are catalogs, tiny).
-TABLES = {"messages", "tracks", "albums", "staging_items", "scan_runs", "track_ingestion"}
+TABLES = {
+    "messages",
+    "tracks",
+    "albums",
+    "staging_items",
+    "scan_runs",
+    "track_ingestion",
+    "catalog_tracks",
+}
 
 SEED = [
     # 60,000 finished rows over a week, 3,000 pending, 300 dead
@@ -103,7 +111,7 @@ STATEMENTS: dict[str, tuple[tuple[Any, ...], set[str]]] = {
     "ui_pending_counts": ((), {"messages_claim_idx"}),
     "ui_search_title": (("song 12", 50), {"messages_title_prefix_idx", "tracks_title_prefix_idx"}),
     "ui_track_path": (
-        ("PLAN00000042",),
+        ("CATA00000042",),
         {
             "messages_isrc_idx",
             "tracks_isrc_idx",
@@ -111,6 +119,10 @@ STATEMENTS: dict[str, tuple[tuple[Any, ...], set[str]]] = {
             "albums_outbox_idx",
             "track_ingestion_pkey",
             "staging_items_album_idx",
+            # rows enqueued by TIDAL id alone: the ids the catalog answered the ISRC for, then
+            # their rows (migration 016)
+            "catalog_tracks_isrc_idx",
+            "messages_tidal_id_idx",
         },
     ),
     "ui_scan_page": ((FIRST_ID, 51), {"scan_runs_pkey"}),
@@ -118,11 +130,22 @@ STATEMENTS: dict[str, tuple[tuple[Any, ...], set[str]]] = {
 }
 # Statements of parts that a later migration installs: planned only where it is applied.
 NEEDS = {"ui_catalog_lookup": 10}
-CATALOG_SEED = """
-INSERT INTO outbox.catalog_tracks (tidal_id, country_code, isrc, title)
-SELECT i::text, 'US', 'CATA' || lpad(i::text, 8, '0'), 'Catalog ' || i
-FROM generate_series(1, 20000) AS i
-"""
+CATALOG_SEED = [
+    """
+    INSERT INTO outbox.catalog_tracks (tidal_id, country_code, isrc, title)
+    SELECT i::text, 'US', 'CATA' || lpad(i::text, 8, '0'), 'Catalog ' || i
+    FROM generate_series(1, 20000) AS i
+    """,
+    # 20,000 rows enqueued by TIDAL id alone (isrc NULL), published under the catalog's ISRC
+    """
+    INSERT INTO outbox.messages (kind, tidal_id, title, artist, album, status, processed_at,
+                                 claimed_by, event_id)
+    SELECT 'track', i::text, 'Catalog ' || i, 'Artist', 'Album', 'published',
+           now() - (i % 10080) * interval '1 minute', 'replica-' || (i % 3),
+           'track-ingestion-CATA' || lpad(i::text, 8, '0')
+    FROM generate_series(1, 20000) AS i
+    """,
+]
 
 
 # Statements that return a page: their order must come from the index.
@@ -144,7 +167,8 @@ def seeded(template_database: Any, pg_server: Any) -> Iterator[str]:
         for statement in SEED:
             conn.execute(statement)  # type: ignore[call-overload]
         if conn.execute("SELECT to_regclass('outbox.catalog_tracks')").fetchone() != (None,):
-            conn.execute(CATALOG_SEED)
+            for statement in CATALOG_SEED:
+                conn.execute(statement)  # type: ignore[call-overload]
         conn.execute("VACUUM ANALYZE")
     try:
         yield dsn

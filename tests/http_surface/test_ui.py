@@ -355,6 +355,53 @@ async def test_a_catalog_id_finds_its_track_once_the_catalog_lookup_is_installed
     assert "TIDAL track id 77003 has not been looked up yet" in page
 
 
+async def test_a_track_enqueued_by_catalog_id_alone_shows_its_outbox_row(
+    ui: tuple[Harness, Client],
+) -> None:
+    """Enqueued by TIDAL id without an ISRC, the row keeps isrc NULL: the relay publishes
+    track-ingestion-<the catalog's ISRC>, and the track's page (by that ISRC, or reached from a
+    search by the id) shows the row, as library.track_path does since migration 015."""
+    harness, client = ui
+    conn = await harness.conn()
+    if not await conn.fetchval("SELECT count(*) FROM outbox.schema_migrations WHERE version = 10"):
+        pytest.skip("the catalog lookup (migration 010) is not installed here yet")
+    await conn.execute(
+        "INSERT INTO outbox.catalog_tracks (tidal_id, country_code, isrc, title) VALUES "
+        "('77101', 'US', 'USCAT2600011', 'Catalog Only'), "
+        # the newest answer for 77102 is another ISRC: its row is that ISRC's, not this one's
+        "('77102', 'US', 'USCAT2600011', 'Old Answer'), "
+        "('77102', 'GB', 'USCAT2600012', 'New Answer')"
+    )
+    await conn.execute(
+        "UPDATE outbox.catalog_tracks SET looked_up_at = now() + interval '1 minute' "
+        "WHERE tidal_id = '77102' AND country_code = 'GB'"
+    )
+    # as the relay leaves them once published (the fixture's relay has no catalog credentials)
+    async with conn.transaction():
+        row_id = await conn.fetchval(
+            "SELECT outbox.enqueue_track_by_tidal_id('77101', 'Catalog Only', 'Artist', 'Album')"
+        )
+        other_id = await conn.fetchval(
+            "SELECT outbox.enqueue_track_by_tidal_id('77102', 'Other Song', 'Artist', 'Album')"
+        )
+        await conn.execute(
+            "UPDATE outbox.messages SET status = 'published', attempts = 1, "
+            "event_id = 'track-ingestion-USCAT2600011', processed_at = now() WHERE id = $1",
+            row_id,
+        )
+    assert await conn.fetchval("SELECT isrc FROM outbox.messages WHERE id = $1", row_id) is None
+    await client.sign_in()
+    async with client.http.get(client.base + "/admin/search?q=77101", allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "track?isrc=USCAT2600011"
+    status, page = await client.get("/admin/track?isrc=USCAT2600011")
+    assert status == 200, page
+    assert f'id="outbox-{row_id}"' in page and "TIDAL id 77101" in page
+    assert "published" in page and "track-ingestion-USCAT2600011" in page
+    assert f'id="outbox-{other_id}"' not in page
+    _, page = await client.get("/admin/track?isrc=USCAT2600012")
+    assert f'id="outbox-{other_id}"' in page and f'id="outbox-{row_id}"' not in page
+
+
 async def test_catalog_ids_say_the_catalog_lookup_is_not_installed(
     ui: tuple[Harness, Client],
 ) -> None:
