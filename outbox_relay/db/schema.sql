@@ -1060,6 +1060,13 @@ CREATE INDEX tracks_isrc_idx ON library.tracks USING btree (upper(btrim(isrc)));
 
 
 --
+-- Name: tracks_outbox_idx; Type: INDEX; Schema: library; Owner: -
+--
+
+CREATE INDEX tracks_outbox_idx ON library.tracks USING btree (outbox_id) WHERE (isrc IS NULL);
+
+
+--
 -- Name: tracks_title_prefix_idx; Type: INDEX; Schema: library; Owner: -
 --
 

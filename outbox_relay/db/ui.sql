@@ -1,6 +1,6 @@
 -- The operator's web page (outbox_relay/http/ui.py): one or two statements a page, each walking
 -- an index (tests/db/test_ui_plans.py EXPLAINs every one). Pagination is by keyset, never OFFSET.
--- Indexes: migrations 001/003/006 (outbox), 002/008/009 (library), 012 and 016 (this page's own).
+-- Indexes: migrations 001/003/006 (outbox), 002/008/009 (library), 012, 016, 017 (this page's own).
 
 -- name: ui_overview
 -- Everything the overview shows, in one statement. Exact counts where an operator acts on them
@@ -134,7 +134,8 @@ LIMIT $2::int;
 -- table, for a rare one), and the album lookup walk every fanned-out row of messages_parent_idx.
 -- Rows enqueued by TIDAL id alone (isrc NULL) are the ISRC's too when the catalog's newest answer
 -- for their id, in any country, is $1 (as library.all_tracks, migration 015): the ids come from
--- catalog_tracks_isrc_idx, their rows from messages_tidal_id_idx (migration 016).
+-- catalog_tracks_isrc_idx, their rows from messages_tidal_id_idx (migration 016); their library
+-- rows by those rows (tracks_outbox_idx, 017) or by an album's "tidalTrackId" (albums_tracks_idx).
 WITH tidal_ids AS (
     -- an array, met with `= ANY`: index probes, as `albums` below
     SELECT ARRAY(
@@ -167,6 +168,11 @@ WITH tidal_ids AS (
         WHERE a.tracks @> jsonb_build_array(jsonb_build_object('isrc', $1::text))
         UNION
         SELECT a.id
+        FROM unnest((SELECT ids FROM tidal_ids)::text[]) AS t(tidal_id)
+        JOIN library.albums AS a
+          ON a.tracks @> jsonb_build_array(jsonb_build_object('tidalTrackId', t.tidal_id))
+        UNION
+        SELECT a.id
         FROM library.albums AS a
         WHERE a.outbox_id = ANY (ARRAY(SELECT parent_id FROM rows_of_isrc
                                        WHERE parent_id IS NOT NULL))
@@ -177,12 +183,21 @@ WITH tidal_ids AS (
     FROM library.tracks AS t
     WHERE upper(btrim(t.isrc)) = $1::text
     UNION ALL
+    -- written without an ISRC, by TIDAL id: through its outbox row (tracks_outbox_idx, 017)
+    SELECT 'track', t.id, t.title, t.artist, t.album, t.outbox_id, t.added_at
+    FROM library.tracks AS t
+    WHERE t.isrc IS NULL
+      AND t.outbox_id = ANY (ARRAY(SELECT id FROM rows_of_isrc WHERE tidal_id IS NOT NULL))
+    UNION ALL
     SELECT 'album', a.id, e.track ->> 'title',
            coalesce(nullif(btrim(e.track ->> 'artist'), ''), a.artist), a.title, a.outbox_id,
            a.added_at
     FROM library.albums AS a
     CROSS JOIN LATERAL jsonb_array_elements(a.tracks) AS e(track)
-    WHERE a.id = ANY ((SELECT ids FROM albums)::bigint[]) AND upper(btrim(e.track ->> 'isrc')) = $1::text
+    WHERE a.id = ANY ((SELECT ids FROM albums)::bigint[])
+      AND (upper(btrim(e.track ->> 'isrc')) = $1::text
+           OR (e.track ->> 'isrc' IS NULL
+               AND e.track ->> 'tidalTrackId' = ANY ((SELECT ids FROM tidal_ids)::text[])))
 ), outbox_rows AS (
     SELECT * FROM rows_of_isrc ORDER BY id DESC LIMIT 50
 )

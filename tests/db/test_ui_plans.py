@@ -120,9 +120,11 @@ STATEMENTS: dict[str, tuple[tuple[Any, ...], set[str]]] = {
             "track_ingestion_pkey",
             "staging_items_album_idx",
             # rows enqueued by TIDAL id alone: the ids the catalog answered the ISRC for, then
-            # their rows (migration 016)
+            # their rows (migration 016); albums by "tidalTrackId" use albums_tracks_idx too
             "catalog_tracks_isrc_idx",
             "messages_tidal_id_idx",
+            # and their library rows, by those rows (migration 017)
+            "tracks_outbox_idx",
         },
     ),
     "ui_scan_page": ((FIRST_ID, 51), {"scan_runs_pkey"}),
@@ -144,6 +146,19 @@ CATALOG_SEED = [
            now() - (i % 10080) * interval '1 minute', 'replica-' || (i % 3),
            'track-ingestion-CATA' || lpad(i::text, 8, '0')
     FROM generate_series(1, 20000) AS i
+    """,
+    # their library rows: single tracks written without an ISRC, albums listing "tidalTrackId"
+    """
+    INSERT INTO library.tracks (isrc, title, artist, album, outbox_id)
+    SELECT NULL, title, artist, album, id FROM outbox.messages WHERE tidal_id IS NOT NULL
+    """,
+    """
+    INSERT INTO library.albums (title, artist, tracks, outbox_id)
+    SELECT 'Catalog album ' || i, 'Artist',
+           jsonb_build_array(jsonb_build_object('tidalTrackId', (20000 + i)::text,
+                                                'title', 'Catalog album track ' || i)),
+           5000 + i
+    FROM generate_series(1, 5000) AS i
     """,
 ]
 

@@ -402,6 +402,62 @@ async def test_a_track_enqueued_by_catalog_id_alone_shows_its_outbox_row(
     assert f'id="outbox-{other_id}"' in page and f'id="outbox-{row_id}"' not in page
 
 
+async def test_library_rows_of_tracks_added_by_catalog_id_alone_show_by_the_looked_up_isrc(
+    ui: tuple[Harness, Client],
+) -> None:
+    """A single track added by TIDAL id (library isrc NULL, linked by its outbox row) and an album
+    track with only "tidalTrackId" show in the page's library section and bring their album's
+    staging item, as library.track_path lists them since migration 015."""
+    harness, client = ui
+    conn = await harness.conn()
+    if not await conn.fetchval("SELECT count(*) FROM outbox.schema_migrations WHERE version = 10"):
+        pytest.skip("the catalog lookup (migration 010) is not installed here yet")
+    await conn.execute(
+        "INSERT INTO outbox.catalog_tracks (tidal_id, country_code, isrc, title) VALUES "
+        "('77201', 'US', 'USCAT2600021', 'Single'), ('77202', 'US', 'USCAT2600022', 'On Album')"
+    )
+    tracks = '[{"tidalTrackId": "77202", "title": "Album Catalog Track", "artist": "Band"}]'
+    async with conn.transaction():
+        row_id = await conn.fetchval(
+            "SELECT outbox.enqueue_track_by_tidal_id('77201', 'Single', 'Band', 'Album')"
+        )
+        await conn.execute(
+            "INSERT INTO library.tracks (isrc, title, artist, album, outbox_id) "
+            "VALUES (NULL, 'Library Single', 'Band', 'Album', $1)",
+            row_id,
+        )
+        album_row = await conn.fetchval(
+            "SELECT outbox.enqueue_album('Catalog Album', 'Band', $1::jsonb)", tracks
+        )
+        album_id = await conn.fetchval(
+            "INSERT INTO library.albums (title, artist, tracks, outbox_id) "
+            "VALUES ('Catalog Album', 'Band', $1::jsonb, $2) RETURNING id",
+            tracks,
+            album_row,
+        )
+        scan_id = await conn.fetchval(
+            "INSERT INTO library.scan_runs (trigger, dry_run, host) VALUES ('once', false, 'h') "
+            "RETURNING id"
+        )
+        await conn.execute(
+            "INSERT INTO library.staging_items (staging_path, scan_id, album_key, artist, album, "
+            "track_count, files, album_id, outbox_id) VALUES ('/staging/Band/Catalog Album', "
+            "$1, 'k', 'Band', 'Catalog Album', 1, '[]', $2, $3)",
+            scan_id,
+            album_id,
+            album_row,
+        )
+    await client.sign_in()
+    status, page = await client.get("/admin/track?isrc=USCAT2600021")
+    assert status == 200, page
+    assert "Library Single" in page and f'id="outbox-{row_id}"' in page
+    # found by the album's own track list (its "tidalTrackId"), fanned out or not yet
+    status, page = await client.get("/admin/track?isrc=USCAT2600022")
+    assert status == 200, page
+    assert "Album Catalog Track" in page and "/staging/Band/Catalog Album" in page
+    assert "Library Single" not in page
+
+
 async def test_catalog_ids_say_the_catalog_lookup_is_not_installed(
     ui: tuple[Harness, Client],
 ) -> None:
