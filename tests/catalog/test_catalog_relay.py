@@ -18,7 +18,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from outbox_relay.testing.tidal import CatalogStandIn, StandInTrack, album_tracks
-from tests.relay.harness import Harness, RunningRelay, wait_until
+
+from relay.harness import Harness, RunningRelay, wait_until
 
 pytestmark = pytest.mark.slow
 
