@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
@@ -75,6 +76,35 @@ async def ui(harness: Harness) -> AsyncIterator[tuple[Harness, Client]]:
     # unsafe: keep cookies of an IP address host (127.0.0.1), as a browser does
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         yield harness, Client(http, base)
+
+
+async def _staged_album(
+    conn: asyncpg.Connection, outbox_id: int, title: str, artist: str, tracks: str, path: str
+) -> None:
+    """The library's album row for the outbox row ``outbox_id``, and the staging item of the
+    scan run that wrote it (one track, folder ``path``)."""
+    album_id = await conn.fetchval(
+        "INSERT INTO library.albums (title, artist, tracks, outbox_id) "
+        "VALUES ($1, $2, $3::jsonb, $4) RETURNING id",
+        title,
+        artist,
+        tracks,
+        outbox_id,
+    )
+    scan_id = await conn.fetchval(
+        "INSERT INTO library.scan_runs (trigger, dry_run, host) VALUES ('once', false, 'h') "
+        "RETURNING id"
+    )
+    await conn.execute(
+        "INSERT INTO library.staging_items (staging_path, scan_id, album_key, artist, album, "
+        "track_count, files, album_id, outbox_id) VALUES ($1, $2, 'k', $3, $4, 1, '[]', $5, $6)",
+        path,
+        scan_id,
+        artist,
+        title,
+        album_id,
+        outbox_id,
+    )
 
 
 async def _dead(harness: Harness, titles: list[str], error: str = "400: bad event") -> list[int]:
@@ -429,23 +459,8 @@ async def test_library_rows_of_tracks_added_by_catalog_id_alone_show_by_the_look
         album_row = await conn.fetchval(
             "SELECT outbox.enqueue_album('Catalog Album', 'Band', $1::jsonb)", tracks
         )
-        album_id = await conn.fetchval(
-            "INSERT INTO library.albums (title, artist, tracks, outbox_id) "
-            "VALUES ('Catalog Album', 'Band', $1::jsonb, $2) RETURNING id",
-            tracks,
-            album_row,
-        )
-        scan_id = await conn.fetchval(
-            "INSERT INTO library.scan_runs (trigger, dry_run, host) VALUES ('once', false, 'h') "
-            "RETURNING id"
-        )
-        await conn.execute(
-            "INSERT INTO library.staging_items (staging_path, scan_id, album_key, artist, album, "
-            "track_count, files, album_id, outbox_id) VALUES ('/staging/Band/Catalog Album', "
-            "$1, 'k', 'Band', 'Catalog Album', 1, '[]', $2, $3)",
-            scan_id,
-            album_id,
-            album_row,
+        await _staged_album(
+            conn, album_row, "Catalog Album", "Band", tracks, "/staging/Band/Catalog Album"
         )
     await client.sign_in()
     status, page = await client.get("/admin/track?isrc=USCAT2600021")
@@ -517,28 +532,18 @@ def test_why_a_row_waits() -> None:
 async def test_a_staged_album_track_shows_its_whole_path(ui: tuple[Harness, Client]) -> None:
     harness, client = ui
     conn = await harness.conn()
+    tracks = '[{"isrc": "usbn20100001", "title": "Moment\\u0027s Notice"}]'
     async with conn.transaction():
         outbox_id = await conn.fetchval(
-            "SELECT outbox.enqueue_album('Blue Train', 'John Coltrane', "
-            '\'[{"isrc": "usbn20100001", "title": "Moment\\u0027s Notice"}]\')'
+            "SELECT outbox.enqueue_album('Blue Train', 'John Coltrane', $1::jsonb)", tracks
         )
-        album_id = await conn.fetchval(
-            "INSERT INTO library.albums (title, artist, tracks, outbox_id) VALUES ('Blue Train', "
-            '\'John Coltrane\', \'[{"isrc": "usbn20100001", "title": "Moment\\u0027s '
-            "Notice\"}]', $1) RETURNING id",
+        await _staged_album(
+            conn,
             outbox_id,
-        )
-        scan_id = await conn.fetchval(
-            "INSERT INTO library.scan_runs (trigger, dry_run, host) VALUES ('once', false, 'h') "
-            "RETURNING id"
-        )
-        await conn.execute(
-            "INSERT INTO library.staging_items (staging_path, scan_id, album_key, artist, album, "
-            "track_count, files, album_id, outbox_id) VALUES ('/staging/John Coltrane/1957 - "
-            "Blue Train', $1, 'k', 'John Coltrane', 'Blue Train', 1, '[]', $2, $3)",
-            scan_id,
-            album_id,
-            outbox_id,
+            "Blue Train",
+            "John Coltrane",
+            tracks,
+            "/staging/John Coltrane/1957 - Blue Train",
         )
     await client.sign_in()
     # found by the album's own track list (lower case there), before and after the fan-out
