@@ -109,9 +109,6 @@ class RequestBudget:
             paced = max(paced, full)
         return paced, "pace"
 
-    def _delay(self, now: float) -> float:
-        return self._wait(now)[0]
-
     async def _sleep_until_free(self) -> None:
         first = True
         while True:

@@ -252,18 +252,18 @@ def test_the_budget_paces_after_a_small_burst() -> None:
     assert budget.describe() == "75 requests / 5 s, paced: one per 68.5 ms after a burst of 3"
     now = 1000.0
     for _ in range(3):
-        assert budget._delay(now) == pytest.approx(0.0, abs=1e-9)
+        assert budget._wait(now)[0] == pytest.approx(0.0, abs=1e-9)
         budget._take(now)
-    assert budget._delay(now) == pytest.approx(slot)
+    assert budget._wait(now)[0] == pytest.approx(slot)
     now += slot
     budget._take(now)
-    assert budget._delay(now) == pytest.approx(slot)
+    assert budget._wait(now)[0] == pytest.approx(slot)
     # A quiet spell refills the burst, never more than the burst.
     now += 10.0
     for _ in range(3):
-        assert budget._delay(now) == pytest.approx(0.0, abs=1e-9)
+        assert budget._wait(now)[0] == pytest.approx(0.0, abs=1e-9)
         budget._take(now)
-    assert budget._delay(now) == pytest.approx(slot)
+    assert budget._wait(now)[0] == pytest.approx(slot)
 
 
 @pytest.mark.parametrize("answer_s", [0.0, 0.002, 0.05, 0.2])
@@ -321,9 +321,9 @@ def test_the_budget_never_lets_the_window_overflow() -> None:
     for _ in range(4):
         budget._take(now)
         now += 0.25  # exactly paced
-    assert budget._delay(now) == pytest.approx(0.0, abs=1e-9)  # the first left the window
+    assert budget._wait(now)[0] == pytest.approx(0.0, abs=1e-9)  # the first left the window
     budget.settle(budget._take(now), now)  # answered at once: counts from now
-    assert budget._delay(now) > 0
+    assert budget._wait(now)[0] > 0
 
 
 async def test_the_budget_spreads_requests_over_real_time() -> None:
@@ -345,7 +345,7 @@ async def test_waiting_for_a_turn_takes_no_slot() -> None:
     await budget.wait_turn()  # the next slot: half a window later
     await budget.wait_turn()  # the same slot, still free
     assert time.monotonic() - started >= 0.45
-    assert budget._delay(time.monotonic()) == pytest.approx(0.0, abs=1e-9)  # still free
+    assert budget._wait(time.monotonic())[0] == pytest.approx(0.0, abs=1e-9)  # still free
 
 
 async def test_without_a_budget_requests_never_wait(api: EventApiStandIn) -> None:
