@@ -191,6 +191,7 @@ BEGIN
     VALUES ('album', NULL, enqueue_album.artist, enqueue_album.title, enqueue_album.artwork_url,
             enqueue_album.tracks)
     RETURNING id INTO new_id;
+    PERFORM outbox.wake_sleeping_relays();
     RETURN new_id;
 END;
 $$;
@@ -241,6 +242,7 @@ BEGIN
             enqueue_track.album, enqueue_track.artwork_url, enqueue_track.priority,
             coalesce(enqueue_track.force, false))
     RETURNING id INTO new_id;
+    PERFORM outbox.wake_sleeping_relays();
     RETURN new_id;
 END;
 $_$;
@@ -293,6 +295,7 @@ BEGIN
             enqueue_track_by_tidal_id.album, enqueue_track_by_tidal_id.artwork_url,
             enqueue_track_by_tidal_id.priority, coalesce(enqueue_track_by_tidal_id.force, false))
     RETURNING id INTO new_id;
+    PERFORM outbox.wake_sleeping_relays();
     RETURN new_id;
 END;
 $_$;
@@ -303,29 +306,6 @@ $_$;
 --
 
 COMMENT ON FUNCTION outbox.enqueue_track_by_tidal_id(tidal_track_id text, title text, artist text, album text, priority integer, force boolean, artwork_url text, isrc text) IS 'Enqueue one track known by its TIDAL id (the relay looks its ISRC up); returns the row id.';
-
-
---
--- Name: notify_enqueued(); Type: FUNCTION; Schema: outbox; Owner: -
---
-
-CREATE FUNCTION outbox.notify_enqueued() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM inserted WHERE parent_id IS NULL) THEN
-        -- GATE first, held to commit: a relay that stops claiming waits for this transaction.
-        PERFORM pg_advisory_xact_lock_shared(outbox.wakeup_lock_class(), 1);
-        -- BUSY free: no relay is awake, so wake one. (A shared try-lock conflicts only with a
-        -- relay's exclusive hold, never with other writers; it is released at once.)
-        IF pg_try_advisory_lock_shared(outbox.wakeup_lock_class(), 2) THEN
-            PERFORM pg_advisory_unlock_shared(outbox.wakeup_lock_class(), 2);
-            PERFORM pg_notify('outbox_relay', '');
-        END IF;
-    END IF;
-    RETURN NULL;
-END;
-$$;
 
 
 --
@@ -368,6 +348,33 @@ BEGIN
     RETURN outbox.relay_gate_clear();
 END;
 $$;
+
+
+--
+-- Name: wake_sleeping_relays(); Type: FUNCTION; Schema: outbox; Owner: -
+--
+
+CREATE FUNCTION outbox.wake_sleeping_relays() RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    -- GATE first, held to commit: a relay that stops claiming waits for this transaction.
+    PERFORM pg_advisory_xact_lock_shared(outbox.wakeup_lock_class(), 1);
+    -- BUSY free: no relay is awake, so wake one. (A shared try-lock conflicts only with a
+    -- relay's exclusive hold, never with other writers; it is released at once.)
+    IF pg_try_advisory_lock_shared(outbox.wakeup_lock_class(), 2) THEN
+        PERFORM pg_advisory_unlock_shared(outbox.wakeup_lock_class(), 2);
+        PERFORM pg_notify('outbox_relay', '');
+    END IF;
+END;
+$$;
+
+
+--
+-- Name: FUNCTION wake_sleeping_relays(); Type: COMMENT; Schema: outbox; Owner: -
+--
+
+COMMENT ON FUNCTION outbox.wake_sleeping_relays() IS 'outbox-relay: wakes a sleeping relay at commit unless one is awake (docs/wakeups.md); the enqueue functions call it.';
 
 
 --
@@ -1141,13 +1148,6 @@ CREATE INDEX messages_title_prefix_idx ON outbox.messages USING btree (lower(tit
 --
 
 CREATE TRIGGER settings_touch BEFORE UPDATE ON library.settings FOR EACH ROW EXECUTE FUNCTION library.touch_updated_at();
-
-
---
--- Name: messages messages_notify; Type: TRIGGER; Schema: outbox; Owner: -
---
-
-CREATE TRIGGER messages_notify AFTER INSERT ON outbox.messages REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION outbox.notify_enqueued();
 
 
 --

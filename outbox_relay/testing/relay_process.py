@@ -194,21 +194,20 @@ def spawn_relay(
 
 
 async def silent_insert(dsn: str, count: int, prefix: str) -> None:
-    """Commits ``count`` track rows with triggers off: no NOTIFY reaches any relay.
+    """Commits ``count`` track rows inserted by hand, not through the enqueue functions (which
+    wake sleeping relays, migration 018): no NOTIFY reaches any relay.
 
     Proves that a relay finds rows by its own means (reconnect sweep, poll), not by a wake-up.
     """
     conn = await asyncpg.connect(dsn)
     try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL session_replication_role = replica")
-            await conn.execute(
-                "INSERT INTO outbox.messages (kind, isrc, title, artist, album) "
-                "SELECT 'track', $1 || lpad(i::text, 7, '0'), 'Silent ' || i, 'A', 'B' "
-                "FROM generate_series(1, $2) AS i",
-                prefix,
-                count,
-            )
+        await conn.execute(
+            "INSERT INTO outbox.messages (kind, isrc, title, artist, album) "
+            "SELECT 'track', $1 || lpad(i::text, 7, '0'), 'Silent ' || i, 'A', 'B' "
+            "FROM generate_series(1, $2) AS i",
+            prefix,
+            count,
+        )
     finally:
         await conn.close()
 

@@ -1,6 +1,6 @@
 """The NOTIFY channel is named once in Python, and the schema uses that same name.
 
-Migrations are append-only, so the name written in migration 001's trigger function cannot be
+Migrations are append-only, so the name written in the wake-up function (migration 018) cannot be
 replaced by a reference to the constant; this test is what keeps the two from drifting apart.
 """
 
@@ -37,7 +37,7 @@ async def test_every_function_of_the_schema_notifies_the_python_channel(
     # Every pg_notify of the schema names its channel as a literal, and it is ours.
     assert sum(row["prosrc"].lower().count("pg_notify") for row in rows) == len(channels)
     assert {channel for _function, channel in channels} == {NOTIFY_CHANNEL}
-    assert ("notify_enqueued", NOTIFY_CHANNEL) in channels
+    assert ("wake_sleeping_relays", NOTIFY_CHANNEL) in channels
 
 
 async def _wait_for(received: asyncio.Queue[str], what: str) -> None:

@@ -147,24 +147,45 @@ async def test_a_title_made_of_letters_v_is_not_whitespace(database_url: str) ->
         await conn.close()
 
 
-# -- wake-ups only for a sleeping relay (migration 011, docs/wakeups.md) ---------------------------
+# -- wake-ups only for a sleeping relay (migrations 011 and 018, docs/wakeups.md) ------------------
+
+# Each enqueue function, writing one application row for a given ISRC.
+_ENQUEUES = {
+    "enqueue_track": "SELECT outbox.enqueue_track($1, 't', 'a', 'b')",
+    "enqueue_track_by_tidal_id": (
+        "SELECT outbox.enqueue_track_by_tidal_id('77646169', 't', 'a', 'b', isrc => $1)"
+    ),
+    "enqueue_album": (
+        "SELECT outbox.enqueue_album('t', 'a', jsonb_build_array("
+        "jsonb_build_object('isrc', $1::text, 'title', 't')))"
+    ),
+}
 
 
-async def test_a_write_wakes_the_relays_only_while_none_is_awake(database_url: str) -> None:
+async def _wake_ups(
+    writer: asyncpg.Connection, listener: asyncpg.Connection, received: list[str], sql: str, *args
+) -> int:
+    """Notifications sent by one write: the list up to a fresh marker sent after it."""
+    before = len(received)
+    await writer.execute(sql, *args)
+    marker = f"marker-{len(received)}-{args}"
+    await writer.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, marker)
+    async with asyncio.timeout(5):
+        while marker not in received:
+            await listener.fetchval("SELECT 1")  # delivers what was already sent to it
+    return received[before:].count("")
+
+
+@pytest.mark.parametrize("function", list(_ENQUEUES))
+async def test_a_write_wakes_the_relays_only_while_none_is_awake(
+    database_url: str, function: str
+) -> None:
     listener, received = await _listen(database_url)
     writer = await asyncpg.connect(database_url)
     relay = await asyncpg.connect(database_url)
 
     async def wake_ups_for(isrc: str) -> int:
-        """Notifications sent by one write: the list up to a fresh marker sent after it."""
-        before = len(received)
-        await writer.execute("SELECT outbox.enqueue_track($1, 't', 'a', 'b')", isrc)
-        marker = f"marker-{isrc}"
-        await writer.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, marker)
-        async with asyncio.timeout(5):
-            while marker not in received:
-                await listener.fetchval("SELECT 1")  # delivers what was already sent to it
-        return received[before:].count("")
+        return await _wake_ups(writer, listener, received, _ENQUEUES[function], isrc)
 
     try:
         assert await wake_ups_for("USGATE000001") == 1  # no relay awake: wake one
@@ -175,6 +196,28 @@ async def test_a_write_wakes_the_relays_only_while_none_is_awake(database_url: s
     finally:
         for conn in (writer, relay, listener):
             await conn.close()
+
+
+async def test_a_row_inserted_by_hand_wakes_a_relay_only_when_asked(database_url: str) -> None:
+    """Wake-ups come from the enqueue functions (migration 018), not from a trigger: a row
+    inserted into outbox.messages directly is found by an awake relay or the next poll, or wakes
+    a sleeping one if its transaction calls outbox.wake_sleeping_relays()."""
+    listener, received = await _listen(database_url)
+    writer = await asyncpg.connect(database_url)
+    insert = (
+        "INSERT INTO outbox.messages (kind, isrc, title, artist, album) "
+        "VALUES ('track', $1, 't', 'a', 'b')"
+    )
+    try:
+        assert await _wake_ups(writer, listener, received, insert, "USHAND000001") == 0
+        by_hand_and_asked = (
+            f"WITH inserted AS ({insert} RETURNING id) SELECT outbox.wake_sleeping_relays()"
+        )
+        assert await _wake_ups(writer, listener, received, by_hand_and_asked, "USHAND000002") == 1
+        assert await writer.fetchval("SELECT count(*) FROM outbox.messages") == 2
+    finally:
+        await writer.close()
+        await listener.close()
 
 
 async def test_one_relay_at_a_time_is_the_awake_one(database_url: str) -> None:

@@ -6,7 +6,7 @@ Builds on the relay harness (``tests/relay/conftest.py``) and adds what fault sc
   fault-friendly settings, any DSN and any ``QDRANT_URL``), every process SIGKILLed afterwards.
 - :class:`SteadyWriter`: writes through the HTTP write API at a steady rate, recording each
   write's latency and outcome, while faults are injected elsewhere.
-- :func:`silent_insert`: commits outbox rows *without* a notification (triggers off), to
+- :func:`silent_insert`: commits outbox rows *without* a notification (inserted by hand), to
   prove that a relay recovers by its own reconnect sweep, not by a NOTIFY.
 - :func:`hanging_tcp_server`: accepts connections and never answers (a hung Qdrant).
 - :func:`delivery_report`: compares every committed row with what the stand-in accepted.

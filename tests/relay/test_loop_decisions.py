@@ -578,7 +578,7 @@ async def test_an_awake_relay_keeps_claiming_a_stream_without_being_woken() -> N
         ids: list[int] = []
         for n in range(300):  # a row every millisecond or so, for about 0.3 s
             ids.append(rig.track(f"USSTR{n:07d}"))
-            if rig.table.busy is None:  # what the trigger does: wake only a sleeping relay
+            if rig.table.busy is None:  # what the enqueue functions do: wake only a sleeping relay
                 rig.listener.notify()
                 wake_ups += 1
             await asyncio.sleep(0.001)

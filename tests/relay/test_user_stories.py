@@ -242,12 +242,15 @@ async def test_notification_wakes_the_relay_long_before_the_poll(harness: Harnes
 
 
 async def test_polling_finds_rows_without_any_notification(harness: Harness) -> None:
-    # With the trigger disabled no NOTIFY is ever sent: only the poll can find the row.
+    # A row inserted by hand, not through the enqueue functions, sends no NOTIFY: only the poll
+    # can find it.
     relay = await harness.start_relay(poll_interval=0.1)
     await relay.wait_idle()
     conn = await harness.conn()
-    await conn.execute("ALTER TABLE outbox.messages DISABLE TRIGGER messages_notify")
-    await harness.enqueue_track("USRC17600005", "Silent")
+    await conn.execute(
+        "INSERT INTO outbox.messages (kind, isrc, title, artist, album) "
+        "VALUES ('track', 'USRC17600005', 'Silent', 'A', 'B')"
+    )
     await harness.standin.wait_for_events(1, timeout=5.0)
     wakeups = relay.service.metrics.wakeups
     assert wakeups.labels(cause="notify")._value.get() == 0
