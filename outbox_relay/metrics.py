@@ -164,6 +164,12 @@ class RelayMetrics:
             "Rows whose outcome was not recorded because another replica had reclaimed them.",
         )
         self.batch_size = m.histogram("batch_size", "Rows claimed per batch.", _SIZE_BUCKETS)
+        self.claims = m.counter(
+            "claims_total",
+            "Claims by scan: bounded (rows due since the last claim's floor) or full (every due "
+            "row: the sweep before sleeping, and one claim a second).",
+            {"scan": ("bounded", "full")},
+        )
         self.batch_duration = m.histogram(
             "batch_duration_seconds",
             "From claim to recorded outcome, per batch.",

@@ -101,6 +101,7 @@ class RelayService:
                 lease_seconds=settings.lease_seconds,
                 max_attempts=settings.max_attempts,
                 synchronous_commit=settings.synchronous_commit,
+                metrics=self.metrics,
             ),
             listener=Listener(
                 dsn,

@@ -2,17 +2,33 @@
 -- Parameters are positional ($1, ...) and typed here so asyncpg can prepare each statement once.
 
 -- name: claim
--- Claims up to $1 claimable rows for claim token $2 (replica $3) for a lease of $4 seconds.
--- Album rows are fanned out in the same statement: their track rows are inserted already
--- claimed, and the album row itself is finished (fanned_out, or skipped when it has no
--- tracks). So a crash at any point leaves either the album pending or its tracks pending.
+-- Claims up to $1 claimable rows for claim token $2 (replica $3) for a lease of $4 seconds,
+-- looking only at rows due since $5 (NULL: all of them). Album rows are fanned out in the same
+-- statement: their track rows are inserted already claimed, and the album row itself is
+-- finished (fanned_out, or skipped when it has no tracks). So a crash at any point leaves
+-- either the album pending or its tracks pending.
+--
+-- The floor ($5) keeps the claim off the dead head of messages_claim_idx: every claimed row
+-- leaves its entry behind (the claim moves next_attempt_at, the outcome moves status), at the
+-- front of the index, until VACUUM removes it, and autovacuum comes at most once a minute
+-- (autovacuum_naptime). Without a floor every claim walked all of them: 0.7 ms a claim right
+-- after a vacuum, 3-17 ms some seconds later at 4,500 writes a second. Each claim returns the
+-- next floor (next_floor, the same on every row): no row it left behind is due before it.
+-- That is the earlier of the last row it picked (a full batch leaves rows after it) and one
+-- second before the claim's start, because a row committed later carries its transaction's
+-- start time (next_attempt_at's default is now()): only a transaction that ran longer than a
+-- second can commit a row below the floor, and the relay's full claims (no floor) find those
+-- (docs/wakeups.md, "The claim's floor").
 WITH picked AS (
-    SELECT id
+    SELECT id, next_attempt_at
     FROM outbox.messages
     WHERE status = 'pending' AND next_attempt_at <= now()
+      AND next_attempt_at >= coalesce($5::timestamptz, '-infinity')
     ORDER BY next_attempt_at, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+), next_floor AS (
+    SELECT least(max(next_attempt_at), now() - interval '1 second') AS next_floor FROM picked
 ), claimed AS (
     UPDATE outbox.messages AS m
     SET claim_token     = $2::uuid,
@@ -54,10 +70,11 @@ WITH picked AS (
 )
 SELECT id, kind, parent_id, isrc, title, artist, album, artwork_url, priority, force, attempts,
        created_at,
-       CASE WHEN kind = 'album' THEN jsonb_array_length(tracks) END AS track_count, tidal_id
-FROM claimed
+       CASE WHEN kind = 'album' THEN jsonb_array_length(tracks) END AS track_count, tidal_id,
+       f.next_floor
+FROM claimed CROSS JOIN next_floor AS f
 UNION ALL
-SELECT * FROM fanned;
+SELECT fanned.*, f.next_floor FROM fanned CROSS JOIN next_floor AS f;
 
 -- name: record_outcomes
 -- Records the outcome of a claimed batch in one statement. Per row ($2): 'published',

@@ -8,18 +8,26 @@ a session.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import asyncpg
 import structlog
 
 from outbox_relay.db.connection import CONNECTION_ERRORS, NOTIFY_CHANNEL
 from outbox_relay.db.queries import QUERIES
+from outbox_relay.metrics import RelayMetrics
 from outbox_relay.ports import CatalogTrack, Outcomes
 
 log = structlog.get_logger(__name__)
+
+#: How often a claim looks at every due row, not only those due since its floor (the claim's
+#: comment in db/queries.sql; docs/wakeups.md, "The claim's floor"): a row committed by a
+#: transaction that ran longer than a second waits at most this long for a relay that is awake.
+FULL_CLAIM_INTERVAL = 1.0
 
 
 class Session:
@@ -74,8 +82,11 @@ class OutboxStore:
         lease_seconds: float,
         max_attempts: int,
         synchronous_commit: str = "off",
+        metrics: RelayMetrics | None = None,
+        full_claim_interval: float = FULL_CLAIM_INTERVAL,
     ) -> None:
         self._replica_id = replica_id
+        self._metrics = metrics
         self._lease_seconds = lease_seconds
         self._max_attempts = max_attempts
         # "off": a claim or an outcome returns once committed, without waiting for the WAL
@@ -94,6 +105,11 @@ class OutboxStore:
         # relay may sleep (it held BUSY since it last swept).
         self._awake_on: asyncpg.Connection | None = None
         self.owes_sweep = False
+        # The claims' floor (server time): no row left behind by the last claims is due before
+        # it. None, and every FULL_CLAIM_INTERVAL, a claim looks at every due row.
+        self._floor: datetime | None = None
+        self._full_claim_interval = full_claim_interval
+        self._full_claim_due = 0.0
 
     async def claim(
         self, limit: int, *, wake: bool = True, awake_after: int = 0
@@ -105,16 +121,29 @@ class OutboxStore:
         (:meth:`step_down`) claims without it and, with ``awake_after``, takes it just after a
         claim that found at least that many rows: writers stop notifying while that batch is
         published, not only from the next claim on.
+
+        The sweep (without ``wake``) looks at every due row, as does one claim a
+        ``full_claim_interval`` (:data:`FULL_CLAIM_INTERVAL`); the others only at rows due
+        since the floor the last claim returned, which keeps them off the dead entries at the
+        front of the claim index.
         """
         token = uuid.uuid4()
+        now = time.monotonic()
+        floor = self._floor if wake and now < self._full_claim_due else None
         async with self._claims.use() as conn:
             if wake:
                 await self._take_busy(conn)
             rows = await conn.fetch(
-                QUERIES["claim"], limit, token, self._replica_id, self._lease_seconds
+                QUERIES["claim"], limit, token, self._replica_id, self._lease_seconds, floor
             )
             if awake_after and len(rows) >= awake_after:
                 await self._take_busy(conn)
+        if floor is None:
+            self._full_claim_due = now + self._full_claim_interval
+        if rows:
+            self._floor = rows[0]["next_floor"]
+        if self._metrics is not None:
+            self._metrics.claims.labels(scan="full" if floor is None else "bounded").inc()
         return token, rows
 
     async def _take_busy(self, conn: asyncpg.Connection) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -34,10 +35,12 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
-async def _plan(conn: asyncpg.Connection, mode: str) -> list[dict[str, Any]]:
+async def _plan(
+    conn: asyncpg.Connection, mode: str, floor: datetime | None = None
+) -> list[dict[str, Any]]:
     await conn.execute(f"SET plan_cache_mode = {mode}")
     raw = await conn.fetchval(
-        "EXPLAIN (FORMAT JSON) " + QUERIES["claim"], 500, uuid.uuid4(), "plan-test", 30.0
+        "EXPLAIN (FORMAT JSON) " + QUERIES["claim"], 500, uuid.uuid4(), "plan-test", 30.0, floor
     )
     document = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
     return list(_nodes(document[0]["Plan"]))
@@ -49,15 +52,17 @@ async def _plan(conn: asyncpg.Connection, mode: str) -> list[dict[str, Any]]:
     ids=["almost-all-pending", "almost-none-pending"],
 )
 @pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+@pytest.mark.parametrize("floored", [False, True], ids=["full", "floored"])
 async def test_the_claim_uses_its_partial_index(
-    database_url: str, pending: int, done: int, mode: str
+    database_url: str, pending: int, done: int, mode: str, floored: bool
 ) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(SEED, 1, done, "published")
         await conn.execute(SEED, done + 1, done + pending, "pending")
         await conn.execute("ANALYZE outbox.messages")
-        nodes = await _plan(conn, mode)
+        floor = datetime.now(UTC) - timedelta(minutes=1) if floored else None
+        nodes = await _plan(conn, mode, floor)
     finally:
         await conn.close()
 
