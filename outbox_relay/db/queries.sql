@@ -3,32 +3,38 @@
 
 -- name: claim
 -- Claims up to $1 claimable rows for claim token $2 (replica $3) for a lease of $4 seconds,
--- looking only at rows due since $5 (NULL: all of them). Album rows are fanned out in the same
--- statement: their track rows are inserted already claimed, and the album row itself is
--- finished (fanned_out, or skipped when it has no tracks). So a crash at any point leaves
--- either the album pending or its tracks pending.
+-- looking only at rows at or after the floor ($5, $6) in claim order (NULLs: all of them).
+-- Album rows are fanned out in the same statement: their track rows are inserted already
+-- claimed, and the album row itself is finished (fanned_out, or skipped when it has no
+-- tracks). So a crash at any point leaves either the album pending or its tracks pending.
 --
--- The floor ($5) keeps the claim off the dead head of messages_claim_idx: every claimed row
--- leaves its entry behind (the claim moves next_attempt_at, the outcome moves status), at the
--- front of the index, until VACUUM removes it, and autovacuum comes at most once a minute
+-- The floor keeps the claim off the dead head of messages_claim_idx: every claimed row leaves
+-- its entry behind (the claim moves next_attempt_at, the outcome moves status), at the front
+-- of the index, until VACUUM removes it, and autovacuum comes at most once a minute
 -- (autovacuum_naptime). Without a floor every claim walked all of them: 0.7 ms a claim right
 -- after a vacuum, 3-17 ms some seconds later at 4,500 writes a second. Each claim returns the
--- next floor (next_floor, the same on every row): no row it left behind is due before it.
--- That is the earlier of the last row it picked (a full batch leaves rows after it) and one
--- second before the claim's start, because a row committed later carries its transaction's
--- start time (next_attempt_at's default is now()): only a transaction that ran longer than a
--- second can commit a row below the floor, and the relay's full claims (no floor) find those
+-- next floor (floor_at, floor_id; the same on every row): no row it left behind comes before
+-- it. That is the earlier of the last row it picked (a full batch leaves rows after it; the id
+-- breaks the tie between rows of one transaction, which share next_attempt_at) and one second
+-- before the claim's start, because a row committed later carries its transaction's start
+-- time (next_attempt_at's default is now()): only a transaction that ran longer than a second
+-- can commit a row below the floor, and the relay's full claims (no floor) find those
 -- (docs/wakeups.md, "The claim's floor").
 WITH picked AS (
     SELECT id, next_attempt_at
     FROM outbox.messages
     WHERE status = 'pending' AND next_attempt_at <= now()
-      AND next_attempt_at >= coalesce($5::timestamptz, '-infinity')
+      AND (next_attempt_at, id)
+          >= (coalesce($5::timestamptz, '-infinity'), coalesce($6::bigint, 0))
     ORDER BY next_attempt_at, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), next_floor AS (
-    SELECT least(max(next_attempt_at), now() - interval '1 second') AS next_floor FROM picked
+    SELECT CASE WHEN l.next_attempt_at < f.at THEN l.next_attempt_at ELSE f.at END AS floor_at,
+           CASE WHEN l.next_attempt_at < f.at THEN l.id ELSE 0 END AS floor_id
+    FROM (SELECT id, next_attempt_at FROM picked
+          ORDER BY next_attempt_at DESC, id DESC LIMIT 1) AS l
+    CROSS JOIN (SELECT now() - interval '1 second' AS at) AS f
 ), claimed AS (
     UPDATE outbox.messages AS m
     SET claim_token     = $2::uuid,
@@ -71,10 +77,10 @@ WITH picked AS (
 SELECT id, kind, parent_id, isrc, title, artist, album, artwork_url, priority, force, attempts,
        created_at,
        CASE WHEN kind = 'album' THEN jsonb_array_length(tracks) END AS track_count, tidal_id,
-       f.next_floor
+       f.floor_at, f.floor_id
 FROM claimed CROSS JOIN next_floor AS f
 UNION ALL
-SELECT fanned.*, f.next_floor FROM fanned CROSS JOIN next_floor AS f;
+SELECT fanned.*, f.floor_at, f.floor_id FROM fanned CROSS JOIN next_floor AS f;
 
 -- name: record_outcomes
 -- Records the outcome of a claimed batch in one statement. Per row ($2): 'published',

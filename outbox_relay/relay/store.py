@@ -105,9 +105,10 @@ class OutboxStore:
         # relay may sleep (it held BUSY since it last swept).
         self._awake_on: asyncpg.Connection | None = None
         self.owes_sweep = False
-        # The claims' floor (server time): no row left behind by the last claims is due before
-        # it. None, and every FULL_CLAIM_INTERVAL, a claim looks at every due row.
-        self._floor: datetime | None = None
+        # The claims' floor (next_attempt_at, id), in claim order: no row the last claims left
+        # behind comes before it. None, and every FULL_CLAIM_INTERVAL, a claim looks at every
+        # due row.
+        self._floor: tuple[datetime, int] | tuple[None, None] = (None, None)
         self._full_claim_interval = full_claim_interval
         self._full_claim_due = 0.0
 
@@ -129,21 +130,22 @@ class OutboxStore:
         """
         token = uuid.uuid4()
         now = time.monotonic()
-        floor = self._floor if wake and now < self._full_claim_due else None
+        full = not wake or now >= self._full_claim_due
+        floor = (None, None) if full else self._floor
         async with self._claims.use() as conn:
             if wake:
                 await self._take_busy(conn)
             rows = await conn.fetch(
-                QUERIES["claim"], limit, token, self._replica_id, self._lease_seconds, floor
+                QUERIES["claim"], limit, token, self._replica_id, self._lease_seconds, *floor
             )
             if awake_after and len(rows) >= awake_after:
                 await self._take_busy(conn)
-        if floor is None:
+        if full:
             self._full_claim_due = now + self._full_claim_interval
         if rows:
-            self._floor = rows[0]["next_floor"]
+            self._floor = (rows[0]["floor_at"], rows[0]["floor_id"])
         if self._metrics is not None:
-            self._metrics.claims.labels(scan="full" if floor is None else "bounded").inc()
+            self._metrics.claims.labels(scan="full" if full else "bounded").inc()
         return token, rows
 
     async def _take_busy(self, conn: asyncpg.Connection) -> None:

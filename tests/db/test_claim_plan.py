@@ -36,11 +36,11 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 async def _plan(
-    conn: asyncpg.Connection, mode: str, floor: datetime | None = None
+    conn: asyncpg.Connection, mode: str, floor: tuple[datetime | None, int | None] = (None, None)
 ) -> list[dict[str, Any]]:
     await conn.execute(f"SET plan_cache_mode = {mode}")
     raw = await conn.fetchval(
-        "EXPLAIN (FORMAT JSON) " + QUERIES["claim"], 500, uuid.uuid4(), "plan-test", 30.0, floor
+        "EXPLAIN (FORMAT JSON) " + QUERIES["claim"], 500, uuid.uuid4(), "plan-test", 30.0, *floor
     )
     document = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
     return list(_nodes(document[0]["Plan"]))
@@ -61,7 +61,7 @@ async def test_the_claim_uses_its_partial_index(
         await conn.execute(SEED, 1, done, "published")
         await conn.execute(SEED, done + 1, done + pending, "pending")
         await conn.execute("ANALYZE outbox.messages")
-        floor = datetime.now(UTC) - timedelta(minutes=1) if floored else None
+        floor = (datetime.now(UTC) - timedelta(minutes=1), 1000) if floored else (None, None)
         nodes = await _plan(conn, mode, floor)
     finally:
         await conn.close()

@@ -87,9 +87,9 @@ async def test_claims_and_fan_outs_send_no_notification(database_url: str) -> No
     )
     listener, received = await _listen(database_url)
     try:
-        claimed = await writer.fetch(QUERIES["claim"], 10, uuid.uuid4(), "r", 30.0, None)
+        claimed = await writer.fetch(QUERIES["claim"], 10, uuid.uuid4(), "r", 30.0, None, None)
         assert len(claimed) == 2  # the album and its fanned-out track
-        empty = await writer.fetch(QUERIES["claim"], 10, uuid.uuid4(), "r", 30.0, None)
+        empty = await writer.fetch(QUERIES["claim"], 10, uuid.uuid4(), "r", 30.0, None, None)
         assert empty == []
         assert await _received(writer, listener, received) == ["marker"]
     finally:

@@ -32,8 +32,16 @@ LONG_TRANSACTIONS_ROW = (
 )
 
 
-async def _claim(conn: asyncpg.Connection, limit: int, floor: Any) -> list[asyncpg.Record]:
-    return await conn.fetch(QUERIES["claim"], limit, uuid.uuid4(), "floor-test", 30.0, floor)
+Floor = tuple[Any, Any]
+FULL: Floor = (None, None)
+
+
+def _floor(rows: list[asyncpg.Record]) -> Floor:
+    return rows[0]["floor_at"], rows[0]["floor_id"]
+
+
+async def _claim(conn: asyncpg.Connection, limit: int, floor: Floor) -> list[asyncpg.Record]:
+    return await conn.fetch(QUERIES["claim"], limit, uuid.uuid4(), "floor-test", 30.0, *floor)
 
 
 async def _finish(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> None:
@@ -45,7 +53,7 @@ async def _finish(conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> None:
     )
 
 
-async def _claim_index_reads(conn: asyncpg.Connection, floor: Any) -> int:
+async def _claim_index_reads(conn: asyncpg.Connection, floor: Floor) -> int:
     """Buffers the claim's scan of messages_claim_idx read (index and heap pages), from EXPLAIN
     ANALYZE in a transaction rolled back, so nothing is claimed."""
     transaction = conn.transaction()
@@ -57,7 +65,7 @@ async def _claim_index_reads(conn: asyncpg.Connection, floor: Any) -> int:
             uuid.uuid4(),
             "floor-test",
             30.0,
-            floor,
+            *floor,
         )
     finally:
         await transaction.rollback()
@@ -70,6 +78,17 @@ async def _claim_index_reads(conn: asyncpg.Connection, floor: Any) -> int:
     return walk(plan)
 
 
+async def _drain_with_floors(conn: asyncpg.Connection, limit: int) -> Floor:
+    """Claims and finishes batches of ``limit`` as the relay does, each from the last floor;
+    returns the floor after the last full batch."""
+    floor = FULL
+    while len(rows := await _claim(conn, limit, floor)) == limit:
+        await _finish(conn, rows)
+        floor = _floor(rows)
+    await _finish(conn, rows)
+    return floor
+
+
 async def test_a_floored_claim_does_not_walk_the_rows_claimed_before(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
@@ -77,11 +96,10 @@ async def test_a_floored_claim_does_not_walk_the_rows_claimed_before(database_ur
         await conn.execute("ALTER TABLE outbox.messages SET (autovacuum_enabled = false)")
         # 20,000 rows claimed and finished: their dead entries lead the claim index.
         await conn.execute(ENQUEUE, "USOLD", 20_000)
-        while rows := await _claim(conn, 500, None):
-            await _finish(conn, rows)
+        await _drain_with_floors(conn, 500)
         await conn.execute(ENQUEUE, "USNEW", 10)
-        floor = (await _claim(conn, 5, None))[0]["next_floor"]
-        full_reads = await _claim_index_reads(conn, None)
+        floor = _floor(await _claim(conn, 5, FULL))
+        full_reads = await _claim_index_reads(conn, FULL)
         floored_reads = await _claim_index_reads(conn, floor)
     finally:
         await conn.close()
@@ -90,22 +108,44 @@ async def test_a_floored_claim_does_not_walk_the_rows_claimed_before(database_ur
     assert floored_reads * 10 < full_reads, (floored_reads, full_reads)
 
 
+async def test_rows_of_one_transaction_are_walked_past_by_id(database_url: str) -> None:
+    """One transaction's rows share next_attempt_at (its start): the floor's id keeps a drain
+    of them from walking every row claimed before, batch after batch."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("ALTER TABLE outbox.messages SET (autovacuum_enabled = false)")
+        await conn.execute(ENQUEUE, "USONE", 20_500)  # one statement: one next_attempt_at
+        floor = FULL
+        for _ in range(40):  # 20,000 rows, the relay's way
+            rows = await _claim(conn, 500, floor)
+            assert len(rows) == 500
+            await _finish(conn, rows)
+            floor = _floor(rows)
+        full_reads = await _claim_index_reads(conn, FULL)
+        floored_reads = await _claim_index_reads(conn, floor)
+        rest = await _claim(conn, 1000, floor)
+    finally:
+        await conn.close()
+    assert len(rest) == 500  # nothing skipped
+    assert floored_reads * 10 < full_reads, (floored_reads, full_reads)
+
+
 async def test_the_floor_never_passes_a_row_a_claim_left_behind(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(ENQUEUE, "USFLR", 30)
-        first = await _claim(conn, 10, None)  # a full batch: 20 rows are left after it
-        due = await conn.fetchval(
-            "SELECT min(next_attempt_at) FROM outbox.messages WHERE status = 'pending' "
-            "AND claim_token IS NULL"
+        first = await _claim(conn, 10, FULL)  # a full batch: 20 rows are left after it
+        left = await conn.fetchrow(
+            "SELECT next_attempt_at, id FROM outbox.messages WHERE claim_token IS NULL "
+            "ORDER BY next_attempt_at, id LIMIT 1"
         )
-        assert first[0]["next_floor"] <= due
-        rest = await _claim(conn, 100, first[0]["next_floor"])
+        assert _floor(first) <= (left["next_attempt_at"], left["id"])
+        rest = await _claim(conn, 100, _floor(first))
         assert len(rest) == 20  # nothing left behind
         # Not full: the floor is a second before the claim started, at the latest.
         now = await conn.fetchval("SELECT now()")
-        assert rest[0]["next_floor"] <= now - timedelta(seconds=1)
-        assert {row["next_floor"] for row in rest} == {rest[0]["next_floor"]}
+        assert _floor(rest)[0] <= now - timedelta(seconds=1)
+        assert {(row["floor_at"], row["floor_id"]) for row in rest} == {_floor(rest)}
     finally:
         await conn.close()
 

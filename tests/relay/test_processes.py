@@ -148,11 +148,11 @@ async def test_claimed_rows_are_invisible_to_other_claims_until_the_lease_expire
     await harness.enqueue_tracks(10)
     conn = await harness.conn()
     token = uuid.uuid4()
-    first = await conn.fetch(QUERIES["claim"], 6, token, "a", 30.0, None)
-    second = await conn.fetch(QUERIES["claim"], 100, uuid.uuid4(), "b", 30.0, None)
+    first = await conn.fetch(QUERIES["claim"], 6, token, "a", 30.0, None, None)
+    second = await conn.fetch(QUERIES["claim"], 100, uuid.uuid4(), "b", 30.0, None, None)
     assert len(first) == 6 and len(second) == 4
     assert not {r["id"] for r in first} & {r["id"] for r in second}
-    assert await conn.fetch(QUERIES["claim"], 100, uuid.uuid4(), "c", 30.0, None) == []
+    assert await conn.fetch(QUERIES["claim"], 100, uuid.uuid4(), "c", 30.0, None, None) == []
 
 
 async def test_listen_connection_killed_reconnects_and_catches_up(harness: Harness) -> None:
