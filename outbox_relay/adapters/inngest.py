@@ -26,6 +26,7 @@ from typing import Final
 import aiohttp
 import orjson
 import structlog
+from prometheus_client import Histogram
 
 from outbox_relay import __version__
 from outbox_relay.adapters.http_headers import retry_after_seconds
@@ -196,6 +197,9 @@ class EventApiPublisher:
         self._url = f"{origin.rstrip('/')}/e/{event_key}"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._metrics = metrics
+        # The request duration histogram of each status class, bound at its first request
+        # (labels() costs a lock and a lookup, once a request).
+        self._request_durations: dict[str, Histogram] = {}
         self._max_request_bytes = max_request_bytes
         self._budget = (
             RequestBudget(*budget, on_wait=self._budget_waited) if budget is not None else None
@@ -405,6 +409,8 @@ class EventApiPublisher:
         return EventApiUnavailable(cause, detail, retry_after)
 
     def _observe(self, status_class: str, started: float) -> None:
-        self._metrics.event_api_request_duration.labels(status_class=status_class).observe(
-            time.perf_counter() - started
-        )
+        histogram = self._request_durations.get(status_class)
+        if histogram is None:
+            histogram = self._metrics.event_api_request_duration.labels(status_class=status_class)
+            self._request_durations[status_class] = histogram
+        histogram.observe(time.perf_counter() - started)

@@ -169,6 +169,9 @@ class Relay:
         self._publisher = publisher
         self._checker = checker
         self._metrics = metrics
+        # The causes counted once a batch, bound once: labels() costs a lock and a lookup.
+        self._backlog_wakeups = metrics.wakeups.labels(cause="backlog")
+        self._awake_wakeups = metrics.wakeups.labels(cause="awake")
         self._config = config
         self._stop = asyncio.Event()
         self._listener = listener
@@ -257,7 +260,7 @@ class Relay:
                 try:
                     claimed = await self._claim_and_process()
                     if claimed >= self._config.batch_size:
-                        self._metrics.wakeups.labels(cause="backlog").inc()
+                        self._backlog_wakeups.inc()
                         continue
                     if await self._gather(claimed):
                         continue
@@ -283,9 +286,11 @@ class Relay:
         longer. Slower streams are claimed as a woken relay would claim them; faster ones in
         batches that grow with their rate. A claim that comes back empty gets one more pause
         before the relay steps down (commits come in bursts). A trickle (fewer than
-        :data:`_GATHER_MIN_ROWS` rows a claim) steps down at once, as before. The pause waits
-        for stop only: notifications then are stale (writers that looked at BUSY before this
-        relay took it) and would cut every pause short.
+        :data:`_GATHER_MIN_ROWS` rows a claim) steps down at once, as before. The pause is a
+        plain sleep: notifications then are stale (writers that looked at BUSY before this relay
+        took it) and would cut every pause short, and a stop waits for it as for the batch in
+        flight (it is at most :data:`_GATHER_CAP`), which spares every batch a timer's
+        cancellation and its exception.
         """
         if not self._store.awake or self._stop.is_set():
             return self._end_stretch(claimed)
@@ -299,8 +304,8 @@ class Relay:
         self._awake_claims += 1
         self._awake_rows += claimed
         if pause > 0:
-            await wait_event(self._stop, pause)
-        self._metrics.wakeups.labels(cause="awake").inc()
+            await asyncio.sleep(pause)
+        self._awake_wakeups.inc()
         return True
 
     def _end_stretch(self, claimed: int) -> bool:
@@ -752,17 +757,13 @@ class Relay:
         """Records the batch's outcomes on the store's second connection while the loop moves
         on to the next claim; batches are recorded in order, one at a time.
 
-        The first write is started here and given one turn of the event loop, so its statement
-        is on the wire before the loop goes back to work that does not yield (the lines of this
-        batch, the rows of the next): the write overlaps that work instead of following it.
+        The recording task is started here and given one turn of the event loop, so its
+        statement is on the wire before the loop goes back to work that does not yield (the
+        lines of this batch, the rows of the next): the write overlaps that work instead of
+        following it.
         """
         await self._await_recording()
-        first = (
-            asyncio.ensure_future(self._store.record_outcomes(batch.token, batch.outcomes))
-            if batch.outcomes
-            else None
-        )
-        self._recording = asyncio.create_task(self._record_outcomes(batch, started, first))
+        self._recording = asyncio.create_task(self._record_outcomes(batch, started))
         await asyncio.sleep(0)
 
     async def _await_recording(self) -> None:
@@ -781,22 +782,24 @@ class Relay:
                 action="recording a batch's outcome while stopping; its lease will expire",
             )
 
-    async def _record_outcomes(
-        self, batch: _Batch, started: float, first: asyncio.Future[int] | None = None
-    ) -> None:
-        """Records the batch's outcomes (``first``: the write already started), retrying while
-        the database is away (each write is shielded, so a cancellation cannot tear it); then
-        logs its albums and counts it."""
+    async def _record_outcomes(self, batch: _Batch, started: float) -> None:
+        """Records the batch's outcomes, retrying while the database is away; then logs its
+        albums and counts it.
+
+        Nothing cancels this task, and whoever waits for it does so through a shield
+        (:meth:`_await_recording`), so a cancellation cannot tear a write: its statements are
+        awaited directly, without a task and a shield of their own for each.
+        """
         expected = len(batch.outcomes)
-        backoff = Backoff(self._config.backoff_base, min(self._config.backoff_cap, 5.0))
+        backoff: Backoff | None = None  # made at the first failure (its generator is seeded)
         while expected:
-            write = first or self._store.record_outcomes(batch.token, batch.outcomes)
-            first = None
             try:
-                updated = await asyncio.shield(write)
+                updated = await self._store.record_outcomes(batch.token, batch.outcomes)
             except CONNECTION_ERRORS as exc:
                 # The events may already be out; if we cannot record that before the lease
                 # expires, they will be sent again with the same ids (Inngest runs them once).
+                if backoff is None:
+                    backoff = Backoff(self._config.backoff_base, min(self._config.backoff_cap, 5.0))
                 if self._stop.is_set() and backoff.failures >= 3:
                     raise
                 delay = backoff.next_delay()
