@@ -76,6 +76,17 @@ class Outcomes:
     def published(self, row_id: int, event_id: str, inngest_id: str) -> None:
         self._add(row_id, "published", event_id=event_id, inngest_id=inngest_id)
 
+    def published_all(self, accepted: Sequence[tuple[TrackEvent, str]]) -> None:
+        """``published`` for each (event, Inngest id), a whole publish result at once."""
+        count = len(accepted)
+        self.ids.extend([event.row_id for event, _ in accepted])
+        self.outcomes.extend(["published"] * count)
+        self.event_ids.extend([event.event_id for event, _ in accepted])
+        self.inngest_ids.extend([inngest_id for _, inngest_id in accepted])
+        self.skip_reasons.extend([None] * count)
+        self.errors.extend([None] * count)
+        self.retry_in.extend([0.0] * count)
+
     def skipped(self, row_id: int, reason: str, event_id: str | None = None) -> None:
         self._add(row_id, "skipped", skip_reason=reason, event_id=event_id)
 

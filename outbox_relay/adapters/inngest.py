@@ -291,6 +291,13 @@ class EventApiPublisher:
 
     def _chunks(self, events: Sequence[TrackEvent]) -> list[list[TrackEvent]]:
         """Requests of at most 5,000 events and at most the request size limit."""
+        # Nearly every batch fits in one request: its brackets, bodies and commas.
+        if (
+            len(events) <= MAX_EVENTS_PER_REQUEST
+            and 1 + len(events) + sum(len(event.body) for event in events)
+            <= self._max_request_bytes
+        ):
+            return [list(events)] if events else []
         chunks: list[list[TrackEvent]] = []
         current: list[TrackEvent] = []
         size = 2  # the brackets

@@ -677,9 +677,7 @@ class Relay:
         """Turns the publisher's answer into the rows' outcomes, the part of a batch's
         bookkeeping its recording needs (the rest, :meth:`_report`, runs while it is written).
         Returns the retry delay of each rejected event, in order."""
-        published = batch.outcomes.published
-        for event, inngest_id in result.accepted:
-            published(event.row_id, event.event_id, inngest_id)
+        batch.outcomes.published_all(result.accepted)
         if batch.albums:
             # Counted here, not in _report: the album lines are logged once the batch is recorded.
             for event, _ in result.accepted:

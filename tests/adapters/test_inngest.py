@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from outbox_relay.adapters.http_headers import retry_after_seconds
 from outbox_relay.adapters.inngest import EventApiPublisher, RequestBudget
-from outbox_relay.domain.events import TrackEvent, encode_event
+from outbox_relay.domain.events import TrackEvent, encode_batch, encode_event
 from outbox_relay.errors import EventApiUnavailable
 from outbox_relay.metrics import RelayMetrics
 from outbox_relay.testing.inngest import (
@@ -97,6 +97,20 @@ async def test_requests_are_split_by_size(api: EventApiStandIn) -> None:
     assert len(result.accepted) == 40
     assert api.request_count == 10
     assert all(r.events_sent == 4 for r in api.requests)
+
+
+@pytest.mark.parametrize(("spare", "requests"), [(0, 1), (-1, 2)])
+async def test_a_batch_of_exactly_the_size_limit_is_one_request(
+    api: EventApiStandIn, spare: int, requests: int
+) -> None:
+    batch = events(3)
+    pub = publisher(api.base_url, max_request_bytes=len(encode_batch(batch)) + spare)
+    try:
+        result = await pub.publish(batch)
+    finally:
+        await pub.close()
+    assert len(result.accepted) == 3
+    assert api.request_count == requests
 
 
 async def test_partial_acceptance_charges_only_the_bad_event(api: EventApiStandIn) -> None:

@@ -1,6 +1,7 @@
 """The relay's per-batch shortcuts do exactly what the per-event calls they replace did:
 ``log_batch`` (one ``ingestion_scheduled`` line per event), ``observe_many`` (a latency per
-event) and ``point_id`` (without building a UUID)."""
+event), ``point_id`` (without building a UUID) and ``Outcomes.published_all`` (an outcome per
+accepted event)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import structlog
 from prometheus_client import CollectorRegistry, Histogram
 from structlog.testing import capture_logs
 
+from outbox_relay.domain.events import encode_event
 from outbox_relay.domain.isrc import point_id
 from outbox_relay.logs import configure_logging, log_batch
 from outbox_relay.metrics import observe_many
+from outbox_relay.ports import Outcomes
 
 _NAMESPACE = b"6ba7b810-9dad-11d1-80b4-00c04fd430c8"
 
@@ -113,3 +116,31 @@ def test_point_id_is_the_uuid_of_the_digest() -> None:
         isrc = f"USRC1{n:07d}"
         digest = hashlib.sha256(_NAMESPACE + isrc.encode()).hexdigest()
         assert point_id(isrc) == str(uuid.UUID(digest[:32]))
+
+
+def test_published_all_equals_published_per_event() -> None:
+    accepted = [
+        (
+            encode_event(
+                row_id=row_id,
+                isrc=f"USRC1{row_id:07d}",
+                title="Song",
+                artist="Artist",
+                album="Album",
+                artwork_url=None,
+                priority=None,
+                force=row_id % 2 == 0,
+                ts_ms=0,
+            ),
+            f"01J{row_id}",
+        )
+        for row_id in range(7)
+    ]
+    one, many = Outcomes(), Outcomes()
+    for outcomes in (one, many):
+        outcomes.skipped(100, "already_indexed")  # what came before stays first
+    for event, inngest_id in accepted:
+        one.published(event.row_id, event.event_id, inngest_id)
+    many.published_all(accepted)
+    many.published_all([])
+    assert many == one
