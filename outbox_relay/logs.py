@@ -85,7 +85,9 @@ class _Batched:
         self.redactor = redactor
         self.renderer = renderer
         self.wrapper_class = wrapper_class
-        self.printer = structlog.PrintLogger(file=stream)
+        # One write for a batch's lines: print() would write its newline separately once the
+        # lines outgrow the stream's buffer (a few kilobytes). Same per-file lock as the logger.
+        self.writer = structlog.WriteLogger(file=stream)
 
 
 # Set by configure_logging in JSON mode; None otherwise (console, or never configured).
@@ -129,7 +131,7 @@ def log_batch(logger: Any, level: str, event: str, records: list[dict[str, Any]]
         if redact is not None:
             redact(None, level, record)
         lines.append(render(None, level, record))
-    fast.printer.msg("\n".join(lines))
+    fast.writer.msg("\n".join(lines))
 
 
 def configure_logging(
