@@ -86,6 +86,7 @@ EXPECTED_METRICS = {
     "outbox_relay_leases_lost_total",
     "outbox_relay_qdrant_errors_total",
     "outbox_relay_wakeups_total",
+    "outbox_relay_claims_total",
     "outbox_relay_retention_deleted_total",
     # gauges
     "outbox_relay_listen_connected",
