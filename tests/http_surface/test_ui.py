@@ -364,8 +364,6 @@ async def test_a_catalog_id_finds_its_track_once_the_catalog_lookup_is_installed
 ) -> None:
     harness, client = ui
     conn = await harness.conn()
-    if not await conn.fetchval("SELECT count(*) FROM outbox.schema_migrations WHERE version = 10"):
-        pytest.skip("the catalog lookup (migration 010) is not installed here yet")
     await conn.execute(
         "INSERT INTO outbox.catalog_tracks (tidal_id, country_code, isrc, title) VALUES "
         "('77001', 'US', 'USCAT2600001', 'Catalog Song'), ('77002', 'US', NULL, NULL)"
@@ -393,8 +391,6 @@ async def test_a_track_enqueued_by_catalog_id_alone_shows_its_outbox_row(
     search by the id) shows the row, as library.track_path does since migration 015."""
     harness, client = ui
     conn = await harness.conn()
-    if not await conn.fetchval("SELECT count(*) FROM outbox.schema_migrations WHERE version = 10"):
-        pytest.skip("the catalog lookup (migration 010) is not installed here yet")
     await conn.execute(
         "INSERT INTO outbox.catalog_tracks (tidal_id, country_code, isrc, title) VALUES "
         "('77101', 'US', 'USCAT2600011', 'Catalog Only'), "
@@ -440,8 +436,6 @@ async def test_library_rows_of_tracks_added_by_catalog_id_alone_show_by_the_look
     staging item, as library.track_path lists them since migration 015."""
     harness, client = ui
     conn = await harness.conn()
-    if not await conn.fetchval("SELECT count(*) FROM outbox.schema_migrations WHERE version = 10"):
-        pytest.skip("the catalog lookup (migration 010) is not installed here yet")
     await conn.execute(
         "INSERT INTO outbox.catalog_tracks (tidal_id, country_code, isrc, title) VALUES "
         "('77201', 'US', 'USCAT2600021', 'Single'), ('77202', 'US', 'USCAT2600022', 'On Album')"
