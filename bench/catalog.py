@@ -8,8 +8,10 @@ pace 4 requests a second, 2 in flight).
 
 - **albums**: albums of 12 and 100 tracks, each added once by ISRC and once by TIDAL id (fresh
   ids, so every lookup goes to the catalog; the token is fetched by a warm-up album first);
-  commit (the writer's clock after COMMIT) → received by the Event API stand-in, p50/p99 over
-  every track of ``--albums`` albums, and the last track. Albums arrive ``--gap`` seconds apart
+  commit (the writer's clock as it sends the committing statement: an awake relay can deliver a
+  track before COMMIT's reply is back, so the clock after it could read below zero) → received
+  by the Event API stand-in, p50/p99 over every track of ``--albums`` albums, and the last
+  track. Albums arrive ``--gap`` seconds apart
   (default 1.5 s, as users add them): the pace's burst of 5 requests refills in 1.25 s; back to
   back (``--gap 0``), 100-track albums are paced at 4 requests (80 ids) a second. The
   difference between the two modes is what the lookup adds.
@@ -71,10 +73,10 @@ async def album_latencies(
         for t in tracks
     ]
     await bench.control.reset()
+    committed = time.time()  # sent, not returned: see the module's docstring
     await conn.execute(
         "SELECT outbox.enqueue_album('Bench Album', 'Artist', $1::jsonb)", json.dumps(listing)
     )
-    committed = time.time()
     await bench.control.wait_events(size, timeout=60)
     received = await bench.control.received()
     latencies = [(at - committed) * 1000 for at in received.values()]
