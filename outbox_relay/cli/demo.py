@@ -660,8 +660,12 @@ async def _walkthrough(env: _Env) -> None:
                 "\n6. Skipped, with reasons "
                 "(SELECT ... FROM outbox.messages WHERE status = 'skipped'):"
             )
+            width = max((len(row["isrc"]) for row in rows), default=0)  # "tidal:<id>" is longer
             for row in rows:
-                say(f"   #{row['id']:<3} {row['isrc']:14} {row['title']!r:40} {row['skip_reason']}")
+                say(
+                    f"   #{row['id']:<3} {row['isrc']:{width}}  {row['title']!r:40} "
+                    f"{row['skip_reason']}"
+                )
             say("\n7. SELECT * FROM outbox.summary;")
             say(f"   {'status':<12}{'count':>6}  oldest_age")
             for row in await conn.fetch(QUERIES["demo_summary"]):
