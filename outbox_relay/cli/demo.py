@@ -72,7 +72,8 @@ ALREADY_INDEXED_TRACK: dict[str, Any] = {
 }
 SAMPLE_TRACKS: list[dict[str, Any]] = [
     {"isrc": "usrc17607839", "title": "Lose Yourself", "artist": "Eminem", "album": "8 Mile"},
-    # the same track added again: same event id, so Inngest runs the ingestion once
+    # the same track added again: same event id, so Inngest runs the ingestion once (on a busy
+    # machine the first can be indexed before the relay checks this one: already_indexed)
     {"isrc": "USRC17607839", "title": "Lose Yourself", "artist": "Eminem", "album": "8 Mile"},
     {"isrc": "NOT-AN-ISRC", "title": "Bootleg", "artist": "Unknown", "album": "Tape"},
     # indexed by its run, then added again after the others: skipped as already_indexed
