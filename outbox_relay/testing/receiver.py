@@ -12,7 +12,10 @@ installed (the ``test`` extra installs it).
 
 - ``GET /_receiver/wait?events=N&timeout=S``: answers once N events were counted since the last
   reset (200, ``{"events": n, "at": time.time()}``), or 408 after S seconds;
-- ``POST /_receiver/reset``: sets the counter to zero.
+- ``POST /_receiver/reset[?times=1]``: sets the counter to zero; with ``times=1`` the receiver
+  also notes each event's id and the time its request arrived, until the next reset (B2's
+  latencies: one dictionary entry an event, off by default so B1 pays nothing for it);
+- ``GET /_receiver/received``: those times, ``{"events": {id: time.time()}}``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class Counter:
     def __init__(self) -> None:
         self.events = 0
         self.reached_at = 0.0
+        # event id -> when its request arrived, while a round asked for times (reset(times=True))
+        self.times: dict[str, float] | None = None
         self._waiters: list[tuple[int, asyncio.Future[float]]] = []
 
     def add(self, count: int) -> None:
@@ -50,8 +55,9 @@ class Counter:
                 still.append((target, future))
         self._waiters = still
 
-    def reset(self) -> None:
+    def reset(self, *, times: bool = False) -> None:
         self.events = 0
+        self.times = {} if times else None
 
     async def wait(self, target: int, timeout: float) -> float | None:
         """The time (time.time) when the counter reached ``target``; None after ``timeout``."""
@@ -69,6 +75,10 @@ def make_app(counter: Counter) -> web.Application:
     async def events(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
         count = len(body) if isinstance(body, list) else 1
+        if counter.times is not None:
+            now = time.time()
+            for event in body if isinstance(body, list) else [body]:
+                counter.times[str(event.get("id"))] = now
         counter.add(count)
         # One id per event, as the Event API answers (ULIDs there; their content is not used).
         return web.Response(
@@ -84,14 +94,20 @@ def make_app(counter: Counter) -> web.Application:
             return web.json_response({"events": counter.events, "error": "timeout"}, status=408)
         return web.json_response({"events": counter.events, "at": at})
 
-    async def reset(_request: web.Request) -> web.Response:
-        counter.reset()
+    async def reset(request: web.Request) -> web.Response:
+        counter.reset(times=request.query.get("times") == "1")
         return web.json_response({"events": 0})
+
+    async def received(_request: web.Request) -> web.Response:
+        return web.Response(
+            body=orjson.dumps({"events": counter.times or {}}), content_type="application/json"
+        )
 
     app = web.Application()
     app.router.add_post("/e/{key}", events)
     app.router.add_get("/_receiver/wait", wait)
     app.router.add_post("/_receiver/reset", reset)
+    app.router.add_get("/_receiver/received", received)
     return app
 
 

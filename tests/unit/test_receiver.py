@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import aiohttp
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 
@@ -47,4 +49,39 @@ async def test_receiver_counts_and_acknowledges_one_id_per_event() -> None:
         assert await counter.wait(4, timeout=0.01) is None
     finally:
         await publisher.close()
+        await server.close()
+
+
+async def test_receiver_notes_each_events_arrival_only_when_a_round_asks() -> None:
+    counter = Counter()
+    server = TestServer(make_app(counter))
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def post(ids: list[str]) -> None:
+                body = [{"id": i, "name": "n", "data": {}} for i in ids]
+                async with http.post(server.make_url("/e/k"), json=body) as response:
+                    assert response.status == 200
+
+            async def received() -> dict[str, float]:
+                async with http.get(server.make_url("/_receiver/received")) as response:
+                    return dict((await response.json())["events"])
+
+            await post(["a"])
+            assert await received() == {}  # off by default: B1 pays nothing for it
+            before = time.time()
+            async with http.post(server.make_url("/_receiver/reset?times=1")):
+                pass
+            await post(["b", "c"])
+            await post(["d"])
+            times = await received()
+            assert sorted(times) == ["b", "c", "d"] and times["b"] == times["c"]
+            assert before <= times["b"] <= times["d"] <= time.time()
+            assert counter.events == 3
+            async with http.post(server.make_url("/_receiver/reset")):
+                pass
+            await post(["e"])
+            assert await received() == {}
+    finally:
         await server.close()
