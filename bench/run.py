@@ -238,7 +238,9 @@ class Control:
         self._url = url
         self._http = http
 
-    async def reset(self) -> None:
+    async def reset(self, *, times: bool = False) -> None:
+        """Forget every event. The stand-in notes each one's arrival anyway, so ``times`` (as
+        in :meth:`ReceiverControl.reset`) asks nothing more of it."""
         async with self._http.post(f"{self._url}/_standin/reset") as response:
             response.raise_for_status()
 
@@ -310,6 +312,13 @@ class Bench:
     def _next(self, prefix: str) -> str:
         self._serial += 1
         return f"{prefix}{self._serial}"
+
+    def event_api(self, name: str) -> tuple[str, Control | ReceiverControl]:
+        """The Event API a scenario publishes to, its URL and control: ``minimal`` (the
+        receiver that only counts and acknowledges) or ``standin`` (the faithful stand-in)."""
+        if name == "minimal":
+            return self.receiver.base_url, self.receiver_control
+        return self.standin.base_url, self.control
 
     # -- databases --
 
@@ -500,11 +509,8 @@ async def b1_drain(
     a loaded machine moves much less than wall time.
     """
     receivers = {
-        prefix: target
-        for name, prefix, target in (
-            ("minimal", "", (bench.receiver.base_url, bench.receiver_control)),
-            ("standin", "standin_", (bench.standin.base_url, bench.control)),
-        )
+        prefix: bench.event_api(name)
+        for name, prefix in (("minimal", ""), ("standin", "standin_"))
         if name in only
     }
     runs: dict[str, list[tuple[float, float]]] = {
@@ -588,11 +594,7 @@ async def b2_latency(bench: Bench, p: Profile, repeat: int, receiver: str = "min
     stand-in's own CPU per request would sit on the relay's two cores and in every latency.
     ``receiver="standin"`` measures against the faithful stand-in instead."""
     figures: Figures = {"seconds_per_rate": p.latency_seconds}
-    if receiver == "minimal":
-        url: str | None = bench.receiver.base_url
-        control: Control | ReceiverControl = bench.receiver_control
-    else:
-        url, control = None, bench.control
+    url, control = bench.event_api(receiver)
     # The relay as a user gets it (against a local Event API the defaults set no request
     # budget, as for the dev server), then with Inngest Cloud's budget switched on.
     budgets = {
@@ -611,27 +613,22 @@ async def b2_latency(bench: Bench, p: Profile, repeat: int, receiver: str = "min
                 bench.running([bench.spawn_relay(dsn, base_url=url, **env)]),
             ):
                 for rate in p.rates:
-                    if isinstance(control, ReceiverControl):
-                        await control.reset(times=True)
-                    else:
-                        await control.reset()
+                    await control.reset(times=True)
                     tag = f"L{run}{rate:04d}"[:5]
                     committed, round_trips = await paced_writes(dsn, rate, p.latency_seconds, tag)
                     await control.wait_events(len(committed))
                     received = await control.received()
-                    latencies = [(received[k] - t) * 1000 for k, t in committed.items()]
+                    latency = {k: (received[k] - t) * 1000 for k, t in committed.items()}
+                    latencies = list(latency.values())
                     for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100)):
                         per_rate[budget, rate][name].append(percentile(latencies, q))
                     if not budget:
                         # How much of each latency is the commit's own round trip, and the
                         # figure with runs 1-6's clock (after the reply), for comparison.
+                        trips = list(round_trips.values())
                         for name, q in (("commit_p50", 50), ("commit_p99", 99)):
-                            per_rate[budget, rate][name].append(
-                                percentile(list(round_trips.values()), q)
-                            )
-                        returned = [
-                            (received[k] - t) * 1000 - round_trips[k] for k, t in committed.items()
-                        ]
+                            per_rate[budget, rate][name].append(percentile(trips, q))
+                        returned = [ms - round_trips[k] for k, ms in latency.items()]
                         per_rate[budget, rate]["returned_p99"].append(percentile(returned, 99))
     for (budget, rate), stats in per_rate.items():
         for name, values in stats.items():
