@@ -74,10 +74,11 @@ class Counter:
 def make_app(counter: Counter) -> web.Application:
     async def events(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
-        count = len(body) if isinstance(body, list) else 1
+        sent = body if isinstance(body, list) else [body]
+        count = len(sent)
         if counter.times is not None:
             now = time.time()
-            for event in body if isinstance(body, list) else [body]:
+            for event in sent:
                 counter.times[str(event.get("id"))] = now
         counter.add(count)
         # One id per event, as the Event API answers (ULIDs there; their content is not used).
